@@ -1,0 +1,111 @@
+"""WeChat QR-code login for websites: the application factory."""
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import CONFIGS, Config
+
+from . import emulator
+from .extensions import init_redis, sock
+from .login.hub import LoginHub
+from .login.service import LoginService
+from .login.store import LoginStore
+from .login.users import UserStore
+from .views import api, callback, errors, pages, ws
+from .views.cookies import SessionInterface
+from .wechat.client import WeChatClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config_class: type[Config] | None = None, overrides: dict[str, Any] | None = None
+) -> Flask:
+    """Build the application.
+
+    Args:
+        config_class: the settings; default chosen by ``APP_ENV`` (``development``).
+        overrides: settings that win over the class (tests use this).
+
+    Returns:
+        The Flask app. With no ``WECHAT_APP_ID`` the WeChat emulator is mounted and answers the
+        API calls; otherwise it is never mounted.
+
+    Raises:
+        RuntimeError: a required setting is missing or malformed (the message names it).
+    """
+    if config_class is None:
+        config_class = CONFIGS[os.environ.get("APP_ENV", "development")]
+    app = Flask(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
+    app.config.from_object(config_class)
+    app.config.update(overrides or {})
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+    _check_settings(app)
+    emulated = not app.config["WECHAT_APP_ID"]
+    if emulated:
+        emulator.configure(app)
+
+    redis_client = init_redis(app)
+    session = requests.Session()
+    if emulated:
+        session.mount(app.config["WECHAT_API_BASE"], emulator.EmulatorTransport(app))
+    wechat = WeChatClient(
+        app.config["WECHAT_APP_ID"],
+        app.config["WECHAT_APP_SECRET"],
+        redis_client=redis_client,
+        api_base=app.config["WECHAT_API_BASE"],
+        session=session,
+        timeout=app.config["WECHAT_HTTP_TIMEOUT"],
+        token_endpoint=app.config["WECHAT_TOKEN_ENDPOINT"],
+    )
+    app.extensions["wechat_login"] = LoginService(
+        wechat=wechat,
+        store=LoginStore(redis_client, code_ttl=app.config["LOGIN_CODE_TTL_SECONDS"]),
+        users=UserStore(redis_client),
+        hub=LoginHub(redis_client),
+        qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
+    )
+
+    if app.config["TRUSTED_PROXIES"]:
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    app.session_interface = SessionInterface()
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": app.config["LOGIN_WS_PING_SECONDS"],
+        # We only ever receive tiny frames (if any): refuse anything larger.
+        "max_message_size": 1024,
+    }
+    sock.init_app(app)
+    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp):
+        app.register_blueprint(blueprint)
+    errors.init_app(app)
+    if emulated:
+        app.register_blueprint(emulator.bp)
+        log.warning("WECHAT_APP_ID is unset: the built-in WeChat emulator stands in for WeChat")
+    return app
+
+
+def _check_settings(app: Flask) -> None:
+    missing = [name for name in app.config["REQUIRED_SETTINGS"] if not app.config.get(name)]
+    if missing:
+        raise RuntimeError(f"missing required setting(s): {', '.join(missing)}")
+    token = app.config["WECHAT_TOKEN"]
+    if token and not re.fullmatch(r"[A-Za-z0-9]{3,32}", token):
+        raise RuntimeError("WECHAT_TOKEN must be 3 to 32 letters or digits, as WeChat requires")
+    if not app.config["SECRET_KEY"]:
+        # Development only (production requires it): sessions end when the process restarts.
+        app.config["SECRET_KEY"] = os.urandom(32)
+        log.warning("SECRET_KEY is unset: using a random one; sessions end on restart")

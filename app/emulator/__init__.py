@@ -1,0 +1,39 @@
+"""A local emulator of WeChat, for development and tests; never mounted with real credentials.
+
+It answers the API calls we make (``cgi-bin/token``, ``cgi-bin/stable_token``,
+``cgi-bin/qrcode/create``, ``cgi-bin/user/info``) with WeChat's JSON and errcodes, and plays the
+user's phone: its page lists the live QR codes and, when a person "scans" one, posts the
+real-format event XML, signed with our Token, to our callback over HTTP, as WeChat would.
+"""
+
+from flask import Blueprint, Flask
+
+from . import api, phone
+from .transport import EmulatorTransport
+
+#: The API base the client uses in emulator mode; requests to it never leave the process.
+EMULATOR_API_BASE = "http://wechat-emulator.invalid/_emulator"
+
+#: Credentials of the emulated account. Not secrets: the emulator exists only on a dev box.
+EMULATOR_SETTINGS = {
+    "WECHAT_APP_ID": "wx00000000emulator",
+    "WECHAT_APP_SECRET": "emulator-app-secret-not-a-secret",
+    "WECHAT_API_BASE": EMULATOR_API_BASE,
+    "EMULATOR_ACCOUNT_ID": "gh_0000emulator",
+}
+#: The Token used unless WECHAT_TOKEN is set.
+EMULATOR_TOKEN = "emulatortoken"
+
+bp = Blueprint("emulator", __name__, url_prefix="/_emulator")
+bp.register_blueprint(api.bp)
+bp.register_blueprint(phone.bp)
+
+
+def configure(app: Flask) -> None:
+    """Point the app's WeChat settings at the emulator (called only without WECHAT_APP_ID)."""
+    app.config.update(EMULATOR_SETTINGS)
+    if not app.config["WECHAT_TOKEN"]:
+        app.config["WECHAT_TOKEN"] = EMULATOR_TOKEN
+
+
+__all__ = ["EMULATOR_API_BASE", "EmulatorTransport", "bp", "configure"]

@@ -1,0 +1,99 @@
+"""What the emulated WeChat remembers, in the app's Redis so every worker sees the same:
+issued access_tokens, live QR tickets, followers, and injected faults."""
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+
+#: Life of an emulated access_token, in seconds (WeChat's).
+TOKEN_SECONDS = 7200
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A live emulated QR code: its ticket, ``scene_str`` and expiry (epoch seconds)."""
+
+    ticket: str
+    scene_str: str
+    expires_at: float
+
+
+class EmulatorState:
+    """Reads and writes ``emulator:*`` keys.
+
+    Args:
+        redis_client: a client with ``decode_responses=True``.
+    """
+
+    def __init__(self, redis_client: redis.Redis) -> None:
+        self._redis = redis_client
+
+    def issue_token(self) -> str:
+        """Issue an access_token valid for ``TOKEN_SECONDS``."""
+        token = secrets.token_urlsafe(96)  # real tokens are long: clients must keep 512 chars
+        self._redis.set(f"emulator:token:{token}", "1", ex=TOKEN_SECONDS)
+        return token
+
+    def token_valid(self, token: str) -> bool:
+        """Tell whether ``token`` was issued and has not expired."""
+        return bool(token) and bool(self._redis.exists(f"emulator:token:{token}"))
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued token (as a refresh elsewhere would): for trying 40001."""
+        for key in self._redis.scan_iter("emulator:token:*"):
+            self._redis.delete(key)
+
+    def create_ticket(self, scene_str: str, expire_seconds: int) -> Ticket:
+        """Store a new QR ticket. Tickets look like WeChat's: base64 with ``+/=``."""
+        ticket = "gQ" + base64.b64encode(secrets.token_bytes(45)).decode()
+        expires_at = time.time() + expire_seconds
+        record = json.dumps({"scene_str": scene_str, "expires_at": expires_at})
+        with self._redis.pipeline() as pipe:
+            pipe.set(f"emulator:ticket:{ticket}", record, ex=expire_seconds)
+            pipe.zadd("emulator:tickets", {ticket: expires_at})
+            pipe.execute()
+        return Ticket(ticket, scene_str, expires_at)
+
+    def get_ticket(self, ticket: str) -> Ticket | None:
+        """A live ticket, or None when unknown or expired."""
+        raw = self._redis.get(f"emulator:ticket:{ticket}")
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        return Ticket(ticket, record["scene_str"], record["expires_at"])
+
+    def live_tickets(self) -> list[Ticket]:
+        """Every live ticket, newest first."""
+        self._redis.zremrangebyscore("emulator:tickets", "-inf", time.time())
+        tickets = (self.get_ticket(t) for t in self._redis.zrevrange("emulator:tickets", 0, 49))
+        return [ticket for ticket in tickets if ticket is not None]
+
+    def follow(self, openid: str, scene_str: str) -> None:
+        """Record ``openid`` as a follower (scanning a QR as a new follower makes one)."""
+        self._redis.hset(
+            f"emulator:follower:{openid}",
+            mapping={"subscribe_time": int(time.time()), "qr_scene_str": scene_str},
+        )
+
+    def follower(self, openid: str) -> dict[str, str] | None:
+        """A follower's record, or None for someone who does not follow."""
+        return self._redis.hgetall(f"emulator:follower:{openid}") or None
+
+    def inject_fault(self, api: str, errcode: int, count: int = 1) -> None:
+        """Make the next ``count`` calls of ``api`` (``qrcode/create``...) fail with ``errcode``."""
+        self._redis.rpush(f"emulator:fault:{api}", *([errcode] * count))
+
+    def take_fault(self, api: str) -> int | None:
+        """The errcode the next call of ``api`` must fail with, if one was injected."""
+        errcode = self._redis.lpop(f"emulator:fault:{api}")
+        return int(errcode) if errcode is not None else None
+
+
+def emulator_state() -> EmulatorState:
+    """The emulator state of the current app."""
+    return EmulatorState(current_app.extensions["redis"])

@@ -1,0 +1,146 @@
+"""The cross-worker push: wake the socket waiting for a scene, on whichever process holds it.
+
+Modelled on python-socketio's ``PubSubManager``: one Redis subscription per process, opened by a
+listener thread started on first use (so after gunicorn forks), and a local registry of which
+queues wait for which scene. Messages are JSON ``{"type": "attempt", "scene": str}``.
+
+Pub/sub delivers at most once, so it only ever wakes a waiter: the result itself is written to
+Redis before the publish, and a waiter registers, then reads, then waits (and re-reads on a
+timer), so a message it missed costs a delay, never a login.
+"""
+
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+log = logging.getLogger(__name__)
+
+#: Reconnect delays of the listener, in seconds: quick at first, capped low.
+RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class LoginHub:
+    """Publishes attempt changes and routes them to local waiters.
+
+    Args:
+        redis_client: a client with ``decode_responses=True``.
+        channel: the pub/sub channel shared by every worker.
+    """
+
+    def __init__(self, redis_client: redis.Redis, channel: str = "login:attempts") -> None:
+        self._redis = redis_client
+        self._channel = channel
+        self._waiters: dict[str, set[queue.SimpleQueue[str]]] = {}
+        self._lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+        self._listener_pid: int | None = None
+        self._stopping = threading.Event()
+        #: Set while the listener holds a live subscription (for readiness checks and tests).
+        self.subscribed = threading.Event()
+
+    def publish(self, scene: str) -> None:
+        """Tell every worker that the attempt for ``scene`` changed. Write the state first.
+
+        Raises:
+            redis.RedisError: Redis could not be reached.
+        """
+        self._publish({"type": "attempt", "scene": scene})
+
+    @contextmanager
+    def waiting(self, scene: str) -> Iterator[queue.SimpleQueue[str]]:
+        """Register a waiter for ``scene`` for the duration of the ``with`` block.
+
+        Yields:
+            A queue that receives the scene each time its attempt may have changed. The caller
+            must read the state after entering the block, and again on every wake or timeout.
+        """
+        self._ensure_listener()
+        wakeups: queue.SimpleQueue[str] = queue.SimpleQueue()
+        with self._lock:
+            self._waiters.setdefault(scene, set()).add(wakeups)
+        try:
+            yield wakeups
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(scene)
+                if waiters is not None:
+                    waiters.discard(wakeups)
+                    if not waiters:
+                        del self._waiters[scene]
+
+    def waiting_count(self) -> int:
+        """How many waiters this process holds."""
+        with self._lock:
+            return sum(len(waiters) for waiters in self._waiters.values())
+
+    def close(self) -> None:
+        """Stop the listener thread (within about a second)."""
+        self._stopping.set()
+
+    def _ensure_listener(self) -> None:
+        with self._lock:
+            # A forked child inherits the attribute but not the thread: start its own.
+            if self._listener is not None and self._listener_pid == os.getpid():
+                return
+            self._listener_pid = os.getpid()
+            self._listener = threading.Thread(
+                target=self._listen, name="login-hub-listener", daemon=True
+            )
+            self._listener.start()
+
+    def _publish(self, message: dict[str, str]) -> None:
+        self._redis.publish(self._channel, json.dumps(message))
+
+    def _listen(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self.subscribed.set()
+                if failures:
+                    log.info("login hub resubscribed to %s", self._channel)
+                    # Anything published while we were away was lost: let every waiter re-read.
+                    self._wake_all()
+                failures = 0
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message.get("data"))
+            except redis.RedisError as exc:
+                self.subscribed.clear()
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+                failures += 1
+                log.warning("login hub lost Redis (%s); retrying in %.1f s", exc, delay)
+                self._stopping.wait(delay)
+            finally:
+                pubsub.close()
+        self.subscribed.clear()
+
+    def _dispatch(self, data: object) -> None:
+        try:
+            message = json.loads(data)  # type: ignore[arg-type]
+            scene = message["scene"] if message["type"] == "attempt" else None
+        except (TypeError, ValueError, KeyError):
+            log.warning("login hub ignored a malformed message: %.100r", data)
+            return
+        if scene is None:
+            log.warning("login hub ignored a message of unknown type: %.100r", data)
+            return
+        with self._lock:
+            waiters = list(self._waiters.get(scene, ()))
+        for wakeups in waiters:
+            wakeups.put(scene)
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            waiting = [(scene, list(queues)) for scene, queues in self._waiters.items()]
+        for scene, queues in waiting:
+            for wakeups in queues:
+                wakeups.put(scene)

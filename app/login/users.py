@@ -1,0 +1,82 @@
+"""User records, one per openid, in Redis (this app's database)."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+
+def _iso(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class User:
+    """A person who has signed in with WeChat.
+
+    Attributes:
+        openid: their openid under our official account (the record's key).
+        unionid: their unionid when the account is bound to an Open Platform account, else None.
+        first_login_at, last_login_at: epoch seconds.
+        login_count: completed scans that signed them in.
+    """
+
+    openid: str
+    unionid: str | None
+    first_login_at: float
+    last_login_at: float
+    login_count: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The public shape: ``{"openid", "unionid", "first_login_at", "last_login_at",
+        "login_count"}`` with times in ISO 8601 (UTC)."""
+        return {
+            "openid": self.openid,
+            "unionid": self.unionid,
+            "first_login_at": _iso(self.first_login_at),
+            "last_login_at": _iso(self.last_login_at),
+            "login_count": self.login_count,
+        }
+
+
+class UserStore:
+    """Reads and writes ``user:<openid>`` hashes.
+
+    Args:
+        redis_client: a client with ``decode_responses=True``.
+        clock: returns the time in epoch seconds.
+    """
+
+    def __init__(self, redis_client: redis.Redis, *, clock: Callable[[], float] = time.time):
+        self._redis = redis_client
+        self._clock = clock
+
+    def record_login(self, openid: str) -> None:
+        """Count one sign-in: create the record on the first, update the times and count."""
+        key = f"user:{openid}"
+        now = repr(self._clock())
+        with self._redis.pipeline() as pipe:
+            pipe.hsetnx(key, "first_login_at", now)
+            pipe.hset(key, mapping={"openid": openid, "last_login_at": now})
+            pipe.hincrby(key, "login_count", 1)
+            pipe.execute()
+
+    def set_unionid(self, openid: str, unionid: str) -> None:
+        """Attach the unionid learned from ``user/info`` to an existing record."""
+        self._redis.hset(f"user:{openid}", "unionid", unionid)
+
+    def get(self, openid: str) -> User | None:
+        """Load a user, or None if they never signed in."""
+        data = self._redis.hgetall(f"user:{openid}")
+        if not data:
+            return None
+        return User(
+            openid=openid,
+            unionid=data.get("unionid") or None,
+            first_login_at=float(data["first_login_at"]),
+            last_login_at=float(data["last_login_at"]),
+            login_count=int(data["login_count"]),
+        )

@@ -1,0 +1,1 @@
+"""Blueprints: pages, the JSON API, the websocket, the WeChat callback, error handling."""

@@ -1,0 +1,99 @@
+"""The websocket a login page waits on: ``/ws/login/<scene>``.
+
+Frames (JSON text): ``{"status": "waiting", "expires_in": N}`` at once, then exactly one of
+``{"status": "confirmed", "code": str}`` or ``{"status": "expired"}``, then a close handshake.
+"""
+
+import json
+import logging
+import queue
+import time
+from typing import Any
+
+import redis
+from flask import Blueprint, abort, current_app, request
+from simple_websocket import Server
+from wsproto.events import CloseConnection
+from wsproto.frame_protocol import CloseReason
+
+from ..extensions import login_service, sock
+from ..login.store import Attempt, Status
+from .cookies import browser_hash
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ws", __name__)
+
+#: How long to wait for the browser's answer to our close frame, in seconds.
+CLOSE_HANDSHAKE_SECONDS = 2.0
+
+
+@bp.before_request
+def only_the_browser_that_asked() -> None:
+    """Refuse the handshake (403, no upgrade, no data) unless this browser owns the attempt."""
+    scene = (request.view_args or {}).get("scene", "")
+    owner = browser_hash()
+    attempt = login_service().store.get_attempt(scene) if owner and len(scene) <= 64 else None
+    if attempt is None or not attempt.owned_by(owner):
+        abort(403)
+
+
+@sock.route("/ws/login/<scene>", bp=bp)
+def login_socket(ws: Server, scene: str) -> None:
+    """Tell the page when its QR code is scanned or expires.
+
+    Registers with the hub, then reads the attempt, then waits: woken by the hub, and re-reading
+    every ``LOGIN_RECHECK_SECONDS`` anyway, so a missed push costs a delay, never a login.
+    """
+    service = login_service()
+    recheck_seconds = current_app.config["LOGIN_RECHECK_SECONDS"]
+    with service.hub.waiting(scene) as wakeups:
+        attempt = service.store.get_attempt(scene)
+        now = time.time()
+        ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt, now)}))
+        while (frame := _terminal_frame(attempt)) is None:
+            if not ws.connected:
+                return  # the browser left; it resumes by reconnecting
+            left = attempt.expires_at - time.time()
+            try:
+                wakeups.get(timeout=max(min(recheck_seconds, left), 0.01))
+            except queue.Empty:
+                pass
+            attempt = _reread(scene, attempt)
+    ws.send(json.dumps(frame))
+    log.info("login socket answered scene=%s status=%s", scene, frame["status"])
+    _close_handshake(ws)
+
+
+def _expires_in(attempt: Attempt | None, now: float) -> int:
+    return attempt.expires_in(now) if attempt else 0
+
+
+def _terminal_frame(attempt: Attempt | None) -> dict[str, Any] | None:
+    if attempt is None:
+        return {"status": "expired"}
+    if attempt.status is Status.CONFIRMED:
+        return {"status": "confirmed", "code": attempt.code}
+    return None
+
+
+def _reread(scene: str, last: Attempt) -> Attempt | None:
+    try:
+        return login_service().store.get_attempt(scene)
+    except redis.RedisError as exc:
+        # Keep waiting on what we knew, and back off: the truth is read again soon.
+        log.warning("login socket could not read scene=%s: %s", scene, exc)
+        time.sleep(0.5)
+        return last
+
+
+def _close_handshake(ws: Server) -> None:
+    # simple-websocket's close() shuts the TCP socket without waiting for the browser's close
+    # frame; data still arriving then makes the kernel reset the connection, which can destroy
+    # our last frame before the browser reads it. So send the close frame ourselves and let
+    # the reader thread run until the browser answers it (it then closes the socket).
+    try:
+        ws.sock.send(ws.ws.send(CloseConnection(CloseReason.NORMAL_CLOSURE)))
+    except OSError:
+        return
+    ws.thread.join(CLOSE_HANDSHAKE_SECONDS)

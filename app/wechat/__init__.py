@@ -1,0 +1,1 @@
+"""The WeChat Official Account protocol, free of Flask: API client, signatures, messages."""

@@ -1,0 +1,229 @@
+"""The WeChat API client: access_token shared through Redis, QR codes, user info.
+
+Every URL is built from one ``api_base`` so that the emulator (or any stand-in) can answer.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import requests
+
+from .errors import InvalidCredentialError, WeChatTransportError, api_error
+
+log = logging.getLogger(__name__)
+
+#: A cached token is dropped this many seconds before WeChat says it expires.
+TOKEN_EARLY_REFRESH_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class QRCode:
+    """A temporary parametric QR code, as ``qrcode/create`` returns it.
+
+    Attributes:
+        ticket: WeChat's ticket (may contain ``+/=``).
+        expire_seconds: its life, in seconds.
+        url: the text the QR image must encode.
+    """
+
+    ticket: str
+    expire_seconds: int
+    url: str
+
+
+class WeChatClient:
+    """Calls the WeChat API for one official account.
+
+    The access_token is cached in Redis for every worker process and host; exactly one of them
+    refreshes it at a time, under a Redis lock, since each classic refresh invalidates the
+    previous token. A call rejected for a stale token (40001/40014/42001) refreshes once and
+    retries once.
+
+    Args:
+        app_id: the account's AppID.
+        app_secret: its AppSecret (never logged, never put in an error message).
+        redis_client: where the token and its lock live (``decode_responses=True``).
+        api_base: e.g. ``https://api.weixin.qq.com``, no trailing slash.
+        session: the ``requests.Session`` to send with (tests and the emulator mount adapters).
+        timeout: seconds allowed to connect and to read, per call.
+        token_endpoint: ``stable`` (``cgi-bin/stable_token``) or ``classic`` (``cgi-bin/token``).
+    """
+
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        *,
+        redis_client: redis.Redis,
+        api_base: str = "https://api.weixin.qq.com",
+        session: requests.Session | None = None,
+        timeout: float = 5.0,
+        token_endpoint: str = "stable",
+    ) -> None:
+        if token_endpoint not in ("stable", "classic"):
+            raise ValueError(f"token_endpoint must be stable or classic, not {token_endpoint!r}")
+        self.app_id = app_id
+        self._app_secret = app_secret
+        self._redis = redis_client
+        self.api_base = api_base.rstrip("/")
+        self._session = session or requests.Session()
+        self._timeout = timeout
+        self._token_endpoint = token_endpoint
+        self._token_key = f"wechat:access_token:{app_id}"
+        self._lock_key = f"wechat:access_token_lock:{app_id}"
+
+    def __repr__(self) -> str:
+        return f"WeChatClient(app_id={self.app_id!r}, api_base={self.api_base!r})"
+
+    def access_token(self) -> str:
+        """Return a valid access_token, from the shared cache or freshly fetched.
+
+        Raises:
+            WeChatAPIError: WeChat refused (e.g. 40013 invalid appid, 40125 invalid appsecret,
+                40164 IP not whitelisted, 45009 quota reached).
+            WeChatTransportError: WeChat or Redis's lock could not be had in time.
+        """
+        cached = self._redis.get(self._token_key)
+        return cached if cached else self._refresh_token(stale=None)
+
+    def create_qrcode(self, scene_str: str, expire_seconds: int) -> QRCode:
+        """Create a temporary ``QR_STR_SCENE`` QR code.
+
+        Doc: https://developers.weixin.qq.com/doc/offiaccount/Account_Management/Generating_a_Parametric_QR_Code.html
+
+        Args:
+            scene_str: the scene, 1..64 characters.
+            expire_seconds: its life in seconds (sent explicitly: WeChat's default is 60).
+
+        Returns:
+            The ``QRCode`` (ticket, expire_seconds as granted, url).
+
+        Raises:
+            WeChatAPIError, WeChatTransportError.
+        """
+        data = self._call_with_token(
+            "POST",
+            "/cgi-bin/qrcode/create",
+            json={
+                "expire_seconds": expire_seconds,
+                "action_name": "QR_STR_SCENE",
+                # The "scene" wrapper matters: without it WeChat silently uses scene 0.
+                "action_info": {"scene": {"scene_str": scene_str}},
+            },
+        )
+        if not data.get("ticket") or not data.get("url"):
+            raise WeChatTransportError("POST /cgi-bin/qrcode/create: no ticket or url in answer")
+        return QRCode(
+            ticket=data["ticket"],
+            expire_seconds=int(data.get("expire_seconds", expire_seconds)),
+            url=data["url"],
+        )
+
+    def user_info(self, openid: str, lang: str = "zh_CN") -> dict[str, Any]:
+        """Fetch a follower's basic information.
+
+        Doc: https://developers.weixin.qq.com/doc/offiaccount/User_Management/Get_users_basic_information_UnionID.html
+
+        Args:
+            openid: the user.
+            lang: ``zh_CN``, ``zh_TW`` or ``en``.
+
+        Returns:
+            WeChat's JSON: ``{"subscribe": 0|1, "openid": str, "unionid": str (only when the
+            account is bound to an Open Platform account), "subscribe_time": int,
+            "subscribe_scene": str, "qr_scene_str": str, ...}``. Since 2021-12-27 ``nickname``
+            and ``headimgurl`` come back empty.
+
+        Raises:
+            WeChatAPIError, WeChatTransportError.
+        """
+        return self._call_with_token(
+            "GET", "/cgi-bin/user/info", params={"openid": openid, "lang": lang}
+        )
+
+    def _call_with_token(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        token = self.access_token()
+        try:
+            return self._request(method, path, access_token=token, **kwargs)
+        except InvalidCredentialError as exc:
+            log.warning("WeChat rejected the access_token (errcode %s); refreshing", exc.errcode)
+            token = self._refresh_token(stale=token)
+            return self._request(method, path, access_token=token, **kwargs)
+
+    def _refresh_token(self, stale: str | None) -> str:
+        # Twice the HTTP timeout: a holder that died frees the lock soon after.
+        lock = self._redis.lock(self._lock_key, timeout=2 * self._timeout + 1)
+        if not lock.acquire(blocking=True, blocking_timeout=2 * self._timeout + 1):
+            raise WeChatTransportError("timed out waiting for another worker's token refresh")
+        try:
+            current = self._redis.get(self._token_key)
+            if current and current != stale:
+                return current  # another worker refreshed while we waited
+            data = self._fetch_token()
+            token = data.get("access_token")
+            if not token:
+                raise WeChatTransportError("token endpoint answered no access_token")
+            ttl = int(data.get("expires_in", 7200)) - TOKEN_EARLY_REFRESH_SECONDS
+            self._redis.set(self._token_key, token, ex=max(ttl, 1))
+            log.info("fetched a new access_token, cached for %s s", max(ttl, 1))
+            return token
+        finally:
+            lock.release()
+
+    def _fetch_token(self) -> dict[str, Any]:
+        # Doc: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/getStableAccessToken.html
+        if self._token_endpoint == "stable":
+            return self._request(
+                "POST",
+                "/cgi-bin/stable_token",
+                json={
+                    "grant_type": "client_credential",
+                    "appid": self.app_id,
+                    "secret": self._app_secret,
+                    "force_refresh": False,
+                },
+            )
+        # Doc: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Get_access_token.html
+        return self._request(
+            "GET",
+            "/cgi-bin/token",
+            params={
+                "grant_type": "client_credential",
+                "appid": self.app_id,
+                "secret": self._app_secret,
+            },
+        )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        access_token: str | None = None,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        query = dict(params or {})
+        if access_token is not None:
+            query["access_token"] = access_token
+        try:
+            response = self._session.request(
+                method, self.api_base + path, params=query, json=json, timeout=self._timeout
+            )
+        except requests.RequestException as exc:
+            # Name the path, never the URL: its query may hold the AppSecret or access_token.
+            raise WeChatTransportError(f"{method} {path}: {type(exc).__name__}") from None
+        if not response.ok:
+            raise WeChatTransportError(f"{method} {path}: HTTP {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise WeChatTransportError(f"{method} {path}: answer is not JSON") from None
+        if not isinstance(data, dict):
+            raise WeChatTransportError(f"{method} {path}: answer is not a JSON object")
+        errcode = data.get("errcode", 0)
+        if errcode:
+            raise api_error(int(errcode), str(data.get("errmsg", "")))
+        return data

@@ -1,0 +1,92 @@
+"""Configuration classes, read once from the environment.
+
+``create_app()`` picks one by ``APP_ENV`` (``development`` by default, ``production``, ``testing``).
+With no ``WECHAT_APP_ID`` the app runs against its built-in WeChat emulator; with no ``REDIS_URL``
+it keeps its state in an in-process Redis stand-in (single process only).
+"""
+
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    """Read an integer setting, failing fast with the variable's name when it is not one."""
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise RuntimeError(f"{name} must be an integer, got {raw!r}") from None
+
+
+class Config:
+    """Settings shared by every environment."""
+
+    #: Signs the Flask session cookie. Production refuses to start without it.
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")
+
+    #: The official account's AppID (``wx...``). Unset: the built-in emulator stands in for WeChat.
+    WECHAT_APP_ID = os.environ.get("WECHAT_APP_ID", "")
+    #: The account's AppSecret. Never logged.
+    WECHAT_APP_SECRET = os.environ.get("WECHAT_APP_SECRET", "")
+    #: The Token entered on the account's server-configuration page (3..32 letters or digits).
+    WECHAT_TOKEN = os.environ.get("WECHAT_TOKEN", "")
+    #: Base URL of every WeChat API call, so that an emulator can stand in.
+    WECHAT_API_BASE = os.environ.get("WECHAT_API_BASE", "https://api.weixin.qq.com")
+    #: ``stable`` (cgi-bin/stable_token: no invalidation races between hosts) or ``classic``.
+    WECHAT_TOKEN_ENDPOINT = os.environ.get("WECHAT_TOKEN_ENDPOINT", "stable")
+    #: Seconds allowed for one WeChat API call (connect and read each).
+    WECHAT_HTTP_TIMEOUT = float(os.environ.get("WECHAT_HTTP_TIMEOUT", "5"))
+
+    #: ``redis://`` URL shared by every worker. Unset: an in-process stand-in (one process only).
+    REDIS_URL = os.environ.get("REDIS_URL", "")
+
+    #: Life of a login QR code, in seconds; the attempt lives in Redis exactly as long.
+    LOGIN_QR_EXPIRE_SECONDS = _env_int("LOGIN_QR_EXPIRE_SECONDS", 180)
+    #: Life of the one-time code handed to the browser after a scan, in seconds.
+    LOGIN_CODE_TTL_SECONDS = _env_int("LOGIN_CODE_TTL_SECONDS", 60)
+    #: How often a waiting socket re-reads its attempt even without a push, in seconds.
+    LOGIN_RECHECK_SECONDS = float(os.environ.get("LOGIN_RECHECK_SECONDS", "5"))
+    #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts).
+    LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
+
+    #: How many reverse proxies in front of the app to trust for X-Forwarded-For/-Proto/-Host.
+    TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+
+    #: Keys that must be set for this environment to start.
+    REQUIRED_SETTINGS: tuple[str, ...] = ()
+
+
+class DevelopmentConfig(Config):
+    """Local development: the emulator and the in-process store unless told otherwise."""
+
+
+class TestingConfig(Config):
+    """pytest: fixtures override what they need (``REDIS_URL`` to a real Redis, short expiries)."""
+
+    TESTING = True
+    SECRET_KEY = "testing-secret-key"
+    WECHAT_APP_ID = ""
+    REDIS_URL = ""
+
+
+class ProductionConfig(Config):
+    """Real WeChat, real Redis: refuses to start without its secrets."""
+
+    REQUIRED_SETTINGS = (
+        "SECRET_KEY",
+        "WECHAT_APP_ID",
+        "WECHAT_APP_SECRET",
+        "WECHAT_TOKEN",
+        "REDIS_URL",
+    )
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}

@@ -1,0 +1,339 @@
+// The login page: show a WeChat QR code, wait on a websocket for the scan,
+// redeem the one-time code for a session, and show who is signed in.
+//
+//   GET /api/me ── 200 ──> signed-in view
+//        └─ else ─> attempt: POST /api/login/qrcode, then websocket frames
+//                   "waiting" → "confirmed" (POST /api/login/redeem) | "expired" (new QR)
+//
+// Session cookies are HttpOnly: the page only ever sees the JSON answers.
+
+const REQUEST_TIMEOUT_MS = 15000;
+// Waits between websocket reconnects; the last one repeats.
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 5000];
+// The server refuses the handshake for an expired scene, so this many
+// refusals after the countdown ran out are its way of saying "expired".
+const REFUSALS_MEANING_EXPIRED = 2;
+// The server's "expired" frame decides; the local countdown only takes over
+// this long after zero, for a connection that went silent or hangs.
+const EXPIRY_GRACE_MS = 5000;
+
+const TEXT = {
+  loadingQr: '正在获取二维码…',
+  waiting: '请使用微信扫一扫登录',
+  scanned: '已扫码，请在微信中确认',
+  confirmed: '扫码成功，正在登录…',
+  reconnecting: '连接中断，正在重新连接…',
+  expired: '二维码已失效',
+  cancelled: '已取消登录',
+  unionidMissing: '未绑定开放平台',
+};
+
+const DATE_TIME = new Intl.DateTimeFormat('zh-CN', { dateStyle: 'long', timeStyle: 'medium' });
+
+const byId = (id) => document.getElementById(id);
+const els = {
+  login: byId('login'),
+  qrFrame: byId('qr-frame'),
+  spinner: byId('qr-spinner'),
+  qrImage: byId('qr-image'),
+  overlay: byId('qr-overlay'),
+  overlayText: byId('qr-overlay-text'),
+  qrRefresh: byId('qr-refresh'),
+  status: byId('status'),
+  countdown: byId('countdown'),
+  error: byId('error'),
+  errorMessage: byId('error-message'),
+  retry: byId('retry'),
+  signedIn: byId('signed-in'),
+  userOpenid: byId('user-openid'),
+  userUnionid: byId('user-unionid'),
+  userFirstLogin: byId('user-first-login'),
+  userLastLogin: byId('user-last-login'),
+  userLoginCount: byId('user-login-count'),
+  logout: byId('logout'),
+};
+
+// Which parts of the page each state (body[data-state]) shows.
+const VISIBLE_IN = {
+  loading: ['login', 'qrFrame', 'spinner', 'status'],
+  waiting: ['login', 'qrFrame', 'qrImage', 'status', 'countdown'],
+  expired: ['login', 'qrFrame', 'qrImage', 'overlay', 'status'],
+  cancelled: ['login', 'qrFrame', 'qrImage', 'overlay', 'status'],
+  error: ['login', 'error'],
+  'signed-in': ['signedIn'],
+};
+const TOGGLED = [...new Set(Object.values(VISIBLE_IN).flat())];
+
+// The login attempt on screen, or null. Every async step checks that its
+// attempt is still this one, so answers and frames for a replaced QR are dropped.
+let attempt = null;
+// What #retry does for the error on screen.
+let retryAction = null;
+// A new QR is due but the tab is hidden: fetch it once the tab is visible.
+let qrDueWhenVisible = false;
+
+function setState(state) {
+  document.body.dataset.state = state;
+  for (const name of TOGGLED) {
+    els[name].hidden = !VISIBLE_IN[state].includes(name);
+  }
+}
+
+function setStatus(text) {
+  els.status.textContent = text;
+}
+
+/**
+ * Calls our JSON API and returns the parsed body of a 2xx answer.
+ * Throws an Error whose message is fit to show the user: the server's own
+ * `message` when it sent one, otherwise a plain description of the failure.
+ */
+async function api(method, path, body) {
+  const options = {
+    method,
+    credentials: 'same-origin',
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  };
+  if (body !== undefined) {
+    options.headers = { 'Content-Type': 'application/json' };
+    options.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch {
+    throw new Error('网络连接失败，请检查网络后重试。');
+  }
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error(data?.message ?? `服务暂时不可用（HTTP ${response.status}），请稍后重试。`);
+  }
+  if (data === null) {
+    throw new Error('服务返回了无法识别的内容，请稍后重试。');
+  }
+  return data;
+}
+
+// Fetches a new QR now, or when the tab becomes visible: a QR nobody looks
+// at would only expire unseen and cost a WeChat API call.
+function requestQr() {
+  if (document.visibilityState === 'visible') {
+    newAttempt();
+  } else {
+    qrDueWhenVisible = true;
+  }
+}
+
+async function newAttempt() {
+  endAttempt();
+  qrDueWhenVisible = false;
+  const current = {
+    ws: null, // the websocket URL for this QR's scene
+    expiresAt: 0, // epoch milliseconds
+    socket: null,
+    reconnects: 0, // since the server last answered
+    refusalsPastExpiry: 0,
+    countdownTimer: null,
+    reconnectTimer: null,
+  };
+  attempt = current;
+  setState('loading');
+  setStatus(TEXT.loadingQr);
+
+  let qr;
+  try {
+    qr = await api('POST', '/api/login/qrcode');
+  } catch (error) {
+    if (current === attempt) showError(error.message, '重试', newAttempt);
+    return;
+  }
+  if (current !== attempt) return;
+
+  current.ws = qr.ws;
+  setExpiry(current, qr.expires_in);
+  els.qrImage.src = qr.image;
+  els.qrImage.dataset.scene = qr.scene;
+  setState('waiting');
+  setStatus(TEXT.waiting);
+  tick(current);
+  current.countdownTimer = setInterval(() => tick(current), 1000);
+  connect(current);
+}
+
+function setExpiry(a, expiresInSeconds) {
+  if (Number.isFinite(expiresInSeconds)) {
+    a.expiresAt = Date.now() + expiresInSeconds * 1000;
+  }
+}
+
+function tick(a) {
+  const left = a.expiresAt - Date.now();
+  const seconds = Math.max(0, Math.ceil(left / 1000));
+  const minutes = Math.floor(seconds / 60);
+  const rest = String(seconds % 60).padStart(2, '0');
+  els.countdown.textContent = `二维码将在 ${minutes}:${rest} 后失效`;
+  if (left <= -EXPIRY_GRACE_MS) expire(a);
+}
+
+function connect(a) {
+  const socket = new WebSocket(a.ws);
+  a.socket = socket;
+  socket.addEventListener('message', (event) => {
+    if (a !== attempt || a.socket !== socket) return; // a socket we let go of
+    a.reconnects = 0; // the server answered: the link is healthy again
+    handleFrame(a, parseFrame(event.data));
+  });
+  // "error" is always followed by "close", so "close" alone drives reconnects.
+  socket.addEventListener('close', () => {
+    if (a === attempt && a.socket === socket) reconnectLater(a);
+  });
+}
+
+function parseFrame(data) {
+  try {
+    return JSON.parse(data);
+  } catch {
+    return null;
+  }
+}
+
+function reconnectLater(a) {
+  const untilExpiry = a.expiresAt - Date.now();
+  if (untilExpiry <= 0 && ++a.refusalsPastExpiry >= REFUSALS_MEANING_EXPIRED) {
+    expire(a);
+    return;
+  }
+  const backoff = RECONNECT_DELAYS_MS[Math.min(a.reconnects, RECONNECT_DELAYS_MS.length - 1)];
+  a.reconnects += 1;
+  // Never wait past the expiry: a scan confirmed in the last seconds is
+  // answered at once on reconnect, and a refusal then means "expired".
+  const delay = Math.max(RECONNECT_DELAYS_MS[0], Math.min(backoff, untilExpiry));
+  setStatus(TEXT.reconnecting);
+  a.reconnectTimer = setTimeout(() => connect(a), delay);
+}
+
+function handleFrame(a, frame) {
+  switch (frame?.status) {
+    case 'waiting':
+      setExpiry(a, frame.expires_in); // the server's clock is the one that counts
+      setStatus(TEXT.waiting);
+      break;
+    case 'scanned':
+      setStatus(TEXT.scanned);
+      break;
+    case 'confirmed':
+      stopListening(a);
+      redeem(a, frame.code);
+      break;
+    case 'expired':
+      expire(a);
+      break;
+    case 'cancelled':
+      stopListening(a);
+      showOverlay('cancelled', TEXT.cancelled);
+      break;
+    default:
+      // A status this page does not know yet: keep waiting for the next frame.
+      break;
+  }
+}
+
+function expire(a) {
+  stopListening(a);
+  showOverlay('expired', TEXT.expired);
+  requestQr();
+}
+
+function showOverlay(state, text) {
+  els.overlayText.textContent = text;
+  setStatus(text);
+  setState(state);
+}
+
+// Stops the countdown and any reconnect, and lets go of the socket (its
+// "close" handler then sees it is no longer the attempt's socket).
+function stopListening(a) {
+  clearInterval(a.countdownTimer);
+  clearTimeout(a.reconnectTimer);
+  const socket = a.socket;
+  a.socket = null;
+  socket?.close();
+}
+
+function endAttempt() {
+  if (attempt) stopListening(attempt);
+  attempt = null;
+}
+
+async function redeem(a, code) {
+  setState('loading');
+  setStatus(TEXT.confirmed);
+  let user;
+  try {
+    user = await api('POST', '/api/login/redeem', { code });
+  } catch (error) {
+    if (a === attempt) showError(error.message, '获取新二维码', newAttempt);
+    return;
+  }
+  if (a === attempt) showSignedIn(user);
+}
+
+function showSignedIn(user) {
+  endAttempt();
+  els.userOpenid.textContent = user.openid;
+  els.userUnionid.textContent = user.unionid ?? TEXT.unionidMissing;
+  els.userUnionid.classList.toggle('muted', user.unionid == null);
+  showTime(els.userFirstLogin, user.first_login_at);
+  showTime(els.userLastLogin, user.last_login_at);
+  els.userLoginCount.textContent = String(user.login_count);
+  setState('signed-in');
+}
+
+// Shows an ISO 8601 time in the reader's time zone; the <time> keeps the original.
+function showTime(element, iso) {
+  const date = new Date(iso);
+  element.dateTime = iso;
+  element.textContent = Number.isNaN(date.getTime()) ? iso : DATE_TIME.format(date);
+}
+
+function showError(message, retryLabel, action) {
+  endAttempt();
+  retryAction = action;
+  els.errorMessage.textContent = message;
+  els.retry.textContent = retryLabel;
+  setState('error');
+}
+
+async function logout() {
+  els.logout.disabled = true;
+  try {
+    await api('POST', '/api/logout');
+  } catch (error) {
+    showError(error.message, '重试', logout);
+    return;
+  } finally {
+    els.logout.disabled = false;
+  }
+  newAttempt();
+}
+
+async function start() {
+  els.retry.addEventListener('click', () => retryAction());
+  els.qrRefresh.addEventListener('click', () => newAttempt());
+  els.logout.addEventListener('click', logout);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && qrDueWhenVisible) newAttempt();
+  });
+
+  let user;
+  try {
+    user = await api('GET', '/api/me');
+  } catch {
+    // 401 is the usual answer; any other failure also means "not signed in here".
+    requestQr();
+    return;
+  }
+  showSignedIn(user);
+}
+
+start();

@@ -1,0 +1,259 @@
+"""The JSON API: start a login, redeem its one-time code, who am I, log out."""
+
+import base64
+import re
+import secrets
+import time
+from datetime import datetime
+
+import pytest
+
+from app.emulator.state import EmulatorState
+from tests.conftest import fixture_xml, signed_query
+
+SCANNER = "oApiScanner00000000000000001"
+BROWSER_COOKIE = "wxlogin_browser"
+EMULATOR_FAULTS = "/_emulator/api/faults"
+
+
+def start_attempt(client, **kwargs) -> dict:
+    response = client.post("/api/login/qrcode", **kwargs)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def scan(client, scene: str, openid: str = SCANNER) -> None:
+    """The signed callback WeChat sends when an existing follower scans the QR code."""
+    response = client.post(
+        "/wechat/callback",
+        query_string=signed_query(openid=openid),
+        data=fixture_xml("scan", openid=openid, scene=scene),
+        content_type="text/xml",
+    )
+    assert response.status_code == 200
+    assert "登录成功".encode() in response.data
+
+
+def code_for(redis_client, scene: str) -> str:
+    code = redis_client.hget(f"login:attempt:{scene}", "code")
+    assert code
+    return code
+
+
+@pytest.fixture
+def code(client, redis_client) -> str:
+    """A one-time code for `client`'s attempt, scanned by SCANNER."""
+    scene = start_attempt(client)["scene"]
+    scan(client, scene)
+    return code_for(redis_client, scene)
+
+
+def test_qrcode_answer_has_everything_the_page_needs(app, client):
+    answer = start_attempt(client)
+
+    assert set(answer) == {"scene", "qrcode", "image", "expires_in", "ws"}
+    assert answer["expires_in"] == app.config["LOGIN_QR_EXPIRE_SECONDS"] == 180
+    assert answer["qrcode"].startswith("http://localhost/_emulator/scan?ticket=")
+    prefix = "data:image/svg+xml;base64,"
+    assert answer["image"].startswith(prefix)
+    assert b"<svg" in base64.b64decode(answer["image"][len(prefix) :])
+    assert answer["ws"] == f"ws://localhost/ws/login/{answer['scene']}"
+
+
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_QR_EXPIRE_SECONDS": 300}])
+def test_qrcode_lives_as_configured(client, redis_client):
+    answer = start_attempt(client)
+
+    assert answer["expires_in"] == 300
+    assert 295 <= redis_client.ttl(f"login:attempt:{answer['scene']}") <= 300
+
+
+def test_scene_is_timestamped_unique_and_unguessable(client):
+    before = time.time() * 1000
+    first = start_attempt(client)["scene"]
+    after = time.time() * 1000
+    second = start_attempt(client)["scene"]
+
+    millis, random_hex = re.fullmatch(r"(\d+)-([0-9a-f]+)", first).groups()
+    assert before - 1 <= int(millis) <= after + 1
+    assert len(random_hex) * 4 >= 64
+    assert len(first) <= 64
+    assert first != second
+
+
+def test_binding_cookie_is_http_only_lax_and_not_secure_over_http(client):
+    start_attempt(client)
+
+    cookie = client.get_cookie(BROWSER_COOKIE)
+    assert cookie is not None and len(cookie.value) >= 32
+    assert cookie.http_only
+    assert cookie.same_site == "Lax"
+    assert not cookie.secure
+
+
+@pytest.mark.parametrize(
+    ("app_overrides", "base_url", "headers", "secure"),
+    [
+        ({}, "http://localhost", {}, False),
+        ({}, "https://localhost", {}, True),
+        ({"TRUSTED_PROXIES": 1}, "http://localhost", {"X-Forwarded-Proto": "https"}, True),
+        ({}, "http://localhost", {"X-Forwarded-Proto": "https"}, False),
+    ],
+    ids=["http", "https", "trusted-proxy-https", "untrusted-forwarded-proto"],
+)
+def test_https_makes_the_cookie_secure_and_the_socket_wss(client, base_url, headers, secure):
+    answer = start_attempt(client, base_url=base_url, headers=headers)
+
+    cookie = client.get_cookie(BROWSER_COOKIE)
+    assert cookie is not None
+    assert cookie.secure is secure
+    assert answer["ws"].startswith("wss://" if secure else "ws://")
+
+
+def test_binding_cookie_is_reused_on_the_next_attempt(client):
+    start_attempt(client)
+    first = client.get_cookie(BROWSER_COOKIE).value
+
+    response = client.post("/api/login/qrcode")
+
+    assert response.status_code == 200
+    assert not any(BROWSER_COOKIE in header for header in response.headers.getlist("Set-Cookie"))
+    assert client.get_cookie(BROWSER_COOKIE).value == first
+
+
+def test_wechat_failure_is_a_502_and_the_next_attempt_works(client):
+    client.post(EMULATOR_FAULTS, json={"api": "qrcode/create", "errcode": 45009})
+
+    failed = client.post("/api/login/qrcode")
+
+    assert failed.status_code == 502
+    assert failed.get_json()["error"] == "wechat_unavailable"
+    assert "45009" in failed.get_json()["message"]
+    assert "二维码" in failed.get_json()["message"]
+    start_attempt(client)
+
+
+def test_full_login_signs_the_browser_in(client, code):
+    redeemed = client.post("/api/login/redeem", json={"code": code})
+
+    assert redeemed.status_code == 200
+    assert redeemed.get_json()["openid"] == SCANNER
+    session = client.get_cookie("session")
+    assert session is not None
+    assert session.http_only
+    assert session.same_site == "Lax"
+    me = client.get("/api/me")
+    assert me.status_code == 200
+    user = me.get_json()
+    assert set(user) == {"openid", "unionid", "first_login_at", "last_login_at", "login_count"}
+    assert user["openid"] == SCANNER
+    assert user["login_count"] == 1
+    for field in ("first_login_at", "last_login_at"):
+        assert datetime.fromisoformat(user[field]).utcoffset() is not None
+
+
+def test_session_cookie_is_secure_over_https(client, redis_client):
+    scene = start_attempt(client, base_url="https://localhost")["scene"]
+    scan(client, scene)
+
+    redeemed = client.post(
+        "/api/login/redeem",
+        json={"code": code_for(redis_client, scene)},
+        base_url="https://localhost",
+    )
+
+    assert redeemed.status_code == 200
+    assert client.get_cookie("session").secure
+
+
+def test_unionid_arrives_in_the_background(client, redis_client):
+    scene = start_attempt(client)["scene"]
+    EmulatorState(redis_client).follow(SCANNER, scene)  # only followers have a unionid
+    scan(client, scene)
+    client.post("/api/login/redeem", json={"code": code_for(redis_client, scene)})
+
+    deadline = time.monotonic() + 5
+    while (unionid := client.get("/api/me").get_json()["unionid"]) is None:
+        assert time.monotonic() < deadline, "unionid never arrived"
+        time.sleep(0.05)
+
+    assert unionid == "u" + SCANNER[1:]
+
+
+def test_code_works_once(client, code):
+    assert client.post("/api/login/redeem", json={"code": code}).status_code == 200
+
+    again = client.post("/api/login/redeem", json={"code": code})
+
+    assert again.status_code == 400
+    assert again.get_json()["error"] == "invalid_code"
+
+
+@pytest.mark.parametrize("cookie", [None, secrets.token_urlsafe(32)], ids=["none", "other"])
+def test_code_from_another_browser_is_refused_and_stays_usable(app, client, code, cookie):
+    other = app.test_client()
+    if cookie is not None:
+        other.set_cookie(BROWSER_COOKIE, cookie)
+
+    refused = other.post("/api/login/redeem", json={"code": code})
+
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "invalid_code"
+    assert other.get("/api/me").status_code == 401
+    assert client.post("/api/login/redeem", json={"code": code}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"json": {}},
+        {"json": {"code": ""}},
+        {"json": {"code": 12345}},
+        {"json": {"code": None}},
+        {"json": ["code"]},
+        {"json": {"code": "x" * 200}},
+        {"json": {"code": "no-such-code"}},
+        {"data": "code=abc", "content_type": "application/x-www-form-urlencoded"},
+        {"data": "{not json", "content_type": "application/json"},
+    ],
+    ids=[
+        "no-body",
+        "empty-object",
+        "empty-code",
+        "number",
+        "null",
+        "array",
+        "too-long",
+        "unknown",
+        "form",
+        "broken-json",
+    ],
+)
+def test_redeem_without_a_good_code_is_a_bad_request(client, kwargs):
+    start_attempt(client)
+
+    response = client.post("/api/login/redeem", **kwargs)
+
+    assert response.status_code == 400
+    assert response.is_json
+    assert response.get_json()["error"] in ("bad_request", "invalid_code")
+    assert client.get_cookie("session") is None
+
+
+def test_me_without_a_session_is_401(client):
+    response = client.get("/api/me")
+
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "not_signed_in"
+
+
+def test_logout_ends_the_session(client, code):
+    client.post("/api/login/redeem", json={"code": code})
+    assert client.get("/api/me").status_code == 200
+
+    response = client.post("/api/logout")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"ok": True}
+    assert client.get("/api/me").status_code == 401

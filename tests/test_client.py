@@ -1,0 +1,332 @@
+"""WeChatClient against a scripted WeChat API (a requests transport adapter) and the real Redis."""
+
+import json
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from app.wechat.client import QRCode, WeChatClient
+from app.wechat.errors import InvalidCredentialError, WeChatAPIError, WeChatTransportError
+
+API_BASE = "https://api.weixin.test"
+APP_ID = "wx0000000000test"
+APP_SECRET = "0123456789abcdef0123456789secret"
+TIMEOUT = 3.0
+STABLE = "/cgi-bin/stable_token"
+CLASSIC = "/cgi-bin/token"
+QRCODE = "/cgi-bin/qrcode/create"
+SCENE = "1714036504000-5f1d3c9a8b7e6d5c4b3a2910"
+QR_ANSWER = {
+    "ticket": "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJ+/==",
+    "expire_seconds": 300,
+    "url": "http://weixin.qq.com/q/kZgfwMTm72WWPkovabbI",
+}
+
+
+def token_answer(access_token: str = "TOKEN-1", expires_in: int = 7200) -> dict:
+    return {"access_token": access_token, "expires_in": expires_in}
+
+
+def stale(errcode: int = 40001) -> dict:
+    return {"errcode": errcode, "errmsg": "invalid credential, access_token is invalid"}
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer that is not a JSON object: any status and body."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request the client sent."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any
+    timeout: Any
+
+
+class FakeWeChat(BaseAdapter):
+    """The WeChat HTTP API, scripted per path; records every request.
+
+    An answer is a dict (200 JSON), a ``Raw``, a ``requests.RequestException`` subclass (raised
+    with the full URL in its message, as requests does), or a callable taking the ``Call`` and
+    returning one of those. Answers for a path are used in order; the last one repeats.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: dict[str, list] = {}
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def script(self, path: str, *answers: Any) -> None:
+        self.answers[path] = list(answers)
+
+    def paths(self) -> list[str]:
+        return [call.path for call in self.calls]
+
+    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+        url = urlsplit(request.url)
+        body = json.loads(request.body) if request.body else None
+        call = Call(request.method, url.path, dict(parse_qsl(url.query)), body, timeout)
+        with self._lock:
+            self.calls.append(call)
+            queue = self.answers[url.path]
+            answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        if callable(answer) and not isinstance(answer, type):
+            answer = answer(call)
+        if isinstance(answer, type) and issubclass(answer, requests.RequestException):
+            raise answer(f"Max retries exceeded with url: {request.url}", request=request)
+        if isinstance(answer, dict):
+            answer = Raw(200, json.dumps(answer).encode())
+        response = requests.Response()
+        response.status_code = answer.status
+        response._content = answer.body
+        response.headers["Content-Type"] = "application/json; encoding=utf-8"
+        response.encoding = "utf-8"
+        response.url = request.url
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def wechat() -> FakeWeChat:
+    fake = FakeWeChat()
+    fake.script(STABLE, token_answer())
+    fake.script(CLASSIC, token_answer())
+    fake.script(QRCODE, QR_ANSWER)
+    return fake
+
+
+@pytest.fixture
+def make_client(redis_client, wechat) -> Callable[..., WeChatClient]:
+    """Build clients (one per simulated worker) on the fake API and the shared Redis."""
+
+    def make(**kwargs: Any) -> WeChatClient:
+        session = requests.Session()
+        session.mount(API_BASE, wechat)
+        return WeChatClient(
+            APP_ID,
+            APP_SECRET,
+            redis_client=redis_client,
+            api_base=API_BASE,
+            session=session,
+            timeout=TIMEOUT,
+            **kwargs,
+        )
+
+    return make
+
+
+@pytest.fixture
+def client(make_client) -> WeChatClient:
+    return make_client()
+
+
+@pytest.mark.parametrize(("expires_in", "ttl"), [(7200, 7140), (300, 240)])
+def test_token_is_fetched_once_then_cached_in_redis(client, wechat, redis_client, expires_in, ttl):
+    wechat.script(STABLE, token_answer(expires_in=expires_in))
+
+    assert client.access_token() == "TOKEN-1"
+    assert client.access_token() == "TOKEN-1"
+
+    assert wechat.paths() == [STABLE]
+    [key] = redis_client.keys()
+    assert redis_client.get(key) == "TOKEN-1"
+    assert ttl - 1 <= redis_client.ttl(key) <= ttl
+
+
+def test_cached_token_is_shared_by_every_worker(make_client, wechat):
+    assert make_client().access_token() == "TOKEN-1"
+    assert make_client().access_token() == "TOKEN-1"
+
+    assert wechat.paths() == [STABLE]
+
+
+def test_stable_token_is_a_json_post_without_force_refresh(client, wechat):
+    client.access_token()
+
+    [call] = wechat.calls
+    assert (call.method, call.path, call.query) == ("POST", STABLE, {})
+    assert call.json == {
+        "grant_type": "client_credential",
+        "appid": APP_ID,
+        "secret": APP_SECRET,
+        "force_refresh": False,
+    }
+
+
+def test_classic_token_is_a_get(make_client, wechat):
+    make_client(token_endpoint="classic").access_token()
+
+    [call] = wechat.calls
+    assert (call.method, call.path, call.json) == ("GET", CLASSIC, None)
+    assert call.query == {"grant_type": "client_credential", "appid": APP_ID, "secret": APP_SECRET}
+
+
+def test_every_request_has_the_timeout(client, wechat):
+    client.create_qrcode(SCENE, 300)
+
+    assert [call.timeout for call in wechat.calls] == [TIMEOUT, TIMEOUT]
+
+
+def test_create_qrcode(client, wechat):
+    qrcode = client.create_qrcode(SCENE, 300)
+
+    assert qrcode == QRCode(QR_ANSWER["ticket"], 300, QR_ANSWER["url"])
+    call = wechat.calls[-1]
+    assert (call.method, call.path, call.query) == ("POST", QRCODE, {"access_token": "TOKEN-1"})
+    assert call.json == {
+        "expire_seconds": 300,
+        "action_name": "QR_STR_SCENE",
+        "action_info": {"scene": {"scene_str": SCENE}},
+    }
+
+
+def test_create_qrcode_returns_the_life_wechat_granted(client, wechat):
+    wechat.script(QRCODE, {**QR_ANSWER, "expire_seconds": 120})
+
+    assert client.create_qrcode(SCENE, 300).expire_seconds == 120
+
+
+@pytest.mark.parametrize("errcode", [40001, 40014, 42001])
+def test_stale_token_is_refreshed_once_and_the_call_retried_once(client, wechat, errcode):
+    wechat.script(STABLE, token_answer("TOKEN-1"), token_answer("TOKEN-2"))
+    wechat.script(QRCODE, stale(errcode), QR_ANSWER)
+
+    assert client.create_qrcode(SCENE, 300).ticket == QR_ANSWER["ticket"]
+
+    assert wechat.paths() == [STABLE, QRCODE, STABLE, QRCODE]
+    assert [c.query["access_token"] for c in wechat.calls if c.path == QRCODE] == [
+        "TOKEN-1",
+        "TOKEN-2",
+    ]
+    assert client.access_token() == "TOKEN-2"
+
+
+def test_a_second_stale_answer_raises_instead_of_looping(client, wechat):
+    wechat.script(STABLE, token_answer("TOKEN-1"), token_answer("TOKEN-2"))
+    wechat.script(QRCODE, stale(40001))
+
+    with pytest.raises(InvalidCredentialError) as excinfo:
+        client.create_qrcode(SCENE, 300)
+
+    assert excinfo.value.errcode == 40001
+    assert wechat.paths() == [STABLE, QRCODE, STABLE, QRCODE]
+
+
+def test_a_fresher_token_found_under_the_lock_is_used(client, wechat, redis_client):
+    client.access_token()
+    [token_key] = redis_client.keys()
+
+    def qrcode(call: Call) -> dict:
+        if call.query["access_token"] == "TOKEN-1":
+            # Another worker refreshed between our call and WeChat's refusal.
+            redis_client.set(token_key, "TOKEN-2", ex=7140)
+            return stale(40001)
+        return QR_ANSWER
+
+    wechat.script(QRCODE, qrcode)
+
+    assert client.create_qrcode(SCENE, 300).ticket == QR_ANSWER["ticket"]
+    assert wechat.paths() == [STABLE, QRCODE, QRCODE]
+    assert wechat.calls[-1].query["access_token"] == "TOKEN-2"
+
+
+def test_concurrent_workers_with_an_empty_cache_fetch_the_token_once(make_client, wechat):
+    def slow_token(call: Call) -> dict:
+        time.sleep(0.3)  # long enough for every worker to find the cache empty
+        return token_answer()
+
+    wechat.script(STABLE, slow_token)
+    workers = [make_client() for _ in range(8)]
+    barrier = threading.Barrier(len(workers))
+    tokens: list[str] = []
+
+    def run(worker: WeChatClient) -> None:
+        barrier.wait()
+        tokens.append(worker.access_token())
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+
+    assert tokens == ["TOKEN-1"] * len(workers)
+    assert wechat.paths() == [STABLE]
+
+
+@pytest.mark.parametrize("errcode", [-1, 45009, 48001, 40164])
+@pytest.mark.parametrize("path", [STABLE, QRCODE])
+def test_nonzero_errcode_raises_api_error(client, wechat, path, errcode):
+    errmsg = f"error {errcode} hint: [rid: 1]"
+    wechat.script(path, {"errcode": errcode, "errmsg": errmsg})
+
+    with pytest.raises(WeChatAPIError) as excinfo:
+        client.create_qrcode(SCENE, 300)
+
+    assert type(excinfo.value) is WeChatAPIError
+    assert (excinfo.value.errcode, excinfo.value.errmsg) == (errcode, errmsg)
+    assert wechat.paths().count(path) == 1
+
+
+@pytest.mark.parametrize(
+    "failure", [requests.ConnectTimeout, requests.ReadTimeout, requests.ConnectionError]
+)
+@pytest.mark.parametrize(
+    ("token_endpoint", "path"),
+    [("classic", CLASSIC), ("stable", STABLE), ("classic", QRCODE), ("stable", QRCODE)],
+)
+def test_transport_failure_never_shows_secrets(make_client, wechat, token_endpoint, path, failure):
+    wechat.script(path, failure)
+
+    with pytest.raises(WeChatTransportError) as excinfo:
+        make_client(token_endpoint=token_endpoint).create_qrcode(SCENE, 300)
+
+    assert wechat.calls[-1].path == path
+    printed = "".join(traceback.format_exception(excinfo.value))
+    assert APP_SECRET not in printed
+    assert "TOKEN-1" not in printed
+
+
+def test_repr_never_shows_the_secret(client):
+    assert APP_SECRET not in repr(client)
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        pytest.param(QRCODE, Raw(500, b"<html>Internal Server Error</html>"), id="http-500"),
+        pytest.param(QRCODE, Raw(502, b'{"errcode": 0}'), id="http-502-json"),
+        pytest.param(QRCODE, Raw(200, b"<html>not json</html>"), id="html"),
+        pytest.param(QRCODE, Raw(200, b"[1, 2]"), id="json-array"),
+        pytest.param(QRCODE, {"expire_seconds": 300}, id="no-ticket"),
+        pytest.param(STABLE, Raw(500, b"busy"), id="token-http-500"),
+        pytest.param(STABLE, Raw(200, b"not json"), id="token-not-json"),
+        pytest.param(STABLE, {"expires_in": 7200}, id="token-missing"),
+    ],
+)
+def test_an_answer_that_is_not_wechat_json_raises_transport_error(client, wechat, path, answer):
+    wechat.script(path, answer)
+
+    with pytest.raises(WeChatTransportError):
+        client.create_qrcode(SCENE, 300)
+
+    assert wechat.calls[-1].path == path

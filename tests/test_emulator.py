@@ -1,0 +1,203 @@
+"""The WeChat emulator: its API answers as WeChat does, and its phone posts real callbacks."""
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from app.emulator import EMULATOR_SETTINGS
+
+APP_ID = EMULATOR_SETTINGS["WECHAT_APP_ID"]
+APP_SECRET = EMULATOR_SETTINGS["WECHAT_APP_SECRET"]
+API = "/_emulator/cgi-bin"
+
+
+def classic_token(client, appid: str, secret: str):
+    query = {"grant_type": "client_credential", "appid": appid, "secret": secret}
+    return client.get(f"{API}/token", query_string=query)
+
+
+def stable_token(client, appid: str, secret: str):
+    body = {"grant_type": "client_credential", "appid": appid, "secret": secret}
+    return client.post(f"{API}/stable_token", json={**body, "force_refresh": False})
+
+
+@pytest.fixture
+def access_token(client) -> str:
+    return stable_token(client, APP_ID, APP_SECRET).get_json()["access_token"]
+
+
+def create_qrcode(client, body: dict, access_token: str | None):
+    query = {} if access_token is None else {"access_token": access_token}
+    return client.post(f"{API}/qrcode/create", query_string=query, json=body)
+
+
+def str_scene(scene_str: str, expire_seconds: int = 300) -> dict:
+    return {
+        "expire_seconds": expire_seconds,
+        "action_name": "QR_STR_SCENE",
+        "action_info": {"scene": {"scene_str": scene_str}},
+    }
+
+
+def live_scenes(client) -> list[str]:
+    return [qrcode["scene_str"] for qrcode in client.get("/_emulator/api/qrcodes").json["qrcodes"]]
+
+
+@pytest.mark.parametrize("fetch", [classic_token, stable_token])
+@pytest.mark.parametrize(
+    ("appid", "secret", "errcode"),
+    [
+        ("wx1234567890abcdef", APP_SECRET, 40013),
+        ("", APP_SECRET, 40013),
+        (APP_ID, "not-the-secret", 40125),
+        (APP_ID, "", 40125),
+    ],
+    ids=["wrong-appid", "no-appid", "wrong-secret", "no-secret"],
+)
+def test_token_with_wrong_credentials_is_refused(client, fetch, appid, secret, errcode):
+    answer = fetch(client, appid, secret)
+
+    assert answer.status_code == 200  # like WeChat: failures are in the JSON
+    assert answer.get_json()["errcode"] == errcode
+    assert "access_token" not in answer.get_json()
+
+
+@pytest.mark.parametrize("fetch", [classic_token, stable_token])
+def test_token_with_good_credentials(client, fetch):
+    answer = fetch(client, APP_ID, APP_SECRET).get_json()
+
+    assert answer["expires_in"] == 7200
+    assert len(answer["access_token"]) >= 64
+    assert "errcode" not in answer
+
+
+@pytest.mark.parametrize(("token", "errcode"), [(None, 41001), ("", 41001), ("not-a-token", 40001)])
+def test_qrcode_create_needs_a_valid_token(client, token, errcode):
+    answer = create_qrcode(client, str_scene("abc"), token)
+
+    assert answer.get_json()["errcode"] == errcode
+    assert live_scenes(client) == []
+
+
+def test_qrcode_create_answers_ticket_and_scan_url(client, access_token):
+    answer = create_qrcode(client, str_scene("my-scene", 300), access_token).get_json()
+
+    assert answer["expire_seconds"] == 300
+    url = urlsplit(answer["url"])
+    assert url.path == "/_emulator/scan"
+    assert parse_qs(url.query)["ticket"] == [answer["ticket"]]
+    assert live_scenes(client) == ["my-scene"]
+
+
+def test_qrcode_create_without_the_scene_wrapper_is_scene_0(client, access_token):
+    body = {"expire_seconds": 300, "action_name": "QR_SCENE", "action_info": {"scene_id": 123}}
+
+    answer = create_qrcode(client, body, access_token).get_json()
+
+    assert "ticket" in answer
+    assert live_scenes(client) == ["0"]
+
+
+@pytest.mark.parametrize(
+    ("body", "errcode"),
+    [
+        (str_scene("abc", 2592001), 40097),
+        (str_scene("abc", 0), 40097),
+        (str_scene("x" * 65), 40097),
+        (str_scene(""), 40097),
+        ({**str_scene("abc"), "action_name": "QR_LIMIT_SCENE"}, 40097),
+    ],
+    ids=["over-30-days", "zero-seconds", "scene-too-long", "empty-scene", "permanent"],
+)
+def test_qrcode_create_refuses_bad_arguments(client, access_token, body, errcode):
+    assert create_qrcode(client, body, access_token).get_json()["errcode"] == errcode
+
+
+def test_qrcode_create_allows_30_days(client, access_token):
+    answer = create_qrcode(client, str_scene("abc", 2592000), access_token).get_json()
+
+    assert answer["expire_seconds"] == 2592000
+
+
+def test_user_info_of_a_non_follower(client, access_token):
+    query = {"access_token": access_token, "openid": "oNotAFollower000000000000000"}
+
+    answer = client.get(f"{API}/user/info", query_string=query).get_json()
+
+    assert answer == {"subscribe": 0, "openid": "oNotAFollower000000000000000"}
+
+
+@pytest.mark.parametrize(
+    ("api", "call"),
+    [
+        ("token", lambda client, _: classic_token(client, APP_ID, APP_SECRET)),
+        ("stable_token", lambda client, _: stable_token(client, APP_ID, APP_SECRET)),
+        ("qrcode/create", lambda client, token: create_qrcode(client, str_scene("abc"), token)),
+    ],
+)
+def test_injected_fault_applies_once(client, access_token, api, call):
+    injected = client.post("/_emulator/api/faults", json={"api": api, "errcode": 45009})
+    assert injected.get_json() == {"ok": True}
+
+    first = call(client, access_token).get_json()
+    second = call(client, access_token).get_json()
+
+    assert first["errcode"] == 45009
+    assert "errcode" not in second
+
+
+def test_phone_page_gives_the_browser_an_openid(client):
+    page = client.get("/_emulator/phone")
+
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    openid = client.get_cookie("emulator_openid").value
+    assert len(openid) == 28 and openid.startswith("o")
+    client.get("/_emulator/phone")
+    assert client.get_cookie("emulator_openid").value == openid
+
+
+@pytest.mark.parametrize(("follower", "event"), [("new", "subscribe"), ("returning", "SCAN")])
+def test_phone_scan_signs_the_browser_in(live_server, redis_client, follower, event):
+    with requests.Session() as browser:
+        scene = browser.post(f"{live_server}/api/login/qrcode", timeout=5).json()["scene"]
+        qrcodes = browser.get(f"{live_server}/_emulator/api/qrcodes", timeout=5).json()["qrcodes"]
+        [ticket] = [qrcode["ticket"] for qrcode in qrcodes if qrcode["scene_str"] == scene]
+
+        answer = browser.post(
+            f"{live_server}/_emulator/api/scan",
+            json={"ticket": ticket, "follower": follower},
+            timeout=10,
+        )
+
+    assert answer.status_code == 200
+    scanned = answer.json()
+    assert scanned["event"] == event
+    assert scanned["status"] == 200
+    assert "登录成功" in scanned["reply"]
+    attempt = redis_client.hgetall(f"login:attempt:{scene}")
+    assert attempt["status"] == "confirmed"
+    assert attempt["openid"] == scanned["openid"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"),
+    [
+        (
+            "/_emulator/api/scan",
+            {"ticket": "gQnosuchticket==", "follower": "new"},
+            404,
+            "unknown_ticket",
+        ),
+        ("/_emulator/api/message", {"content": ""}, 400, "empty_message"),
+        ("/_emulator/api/faults", {"errcode": 45009}, 400, "bad_request"),
+    ],
+    ids=["unknown-ticket", "empty-message", "fault-without-api"],
+)
+def test_phone_api_errors_are_json(client, path, body, status, error):
+    answer = client.post(path, json=body)
+
+    assert answer.status_code == status
+    assert answer.is_json, answer.mimetype
+    assert answer.get_json()["error"] == error

@@ -1,0 +1,69 @@
+"""The cross-worker push on a real Redis: each LoginHub plays one worker process."""
+
+import queue
+
+import pytest
+import redis
+
+from app.login.hub import LoginHub
+
+
+@pytest.fixture
+def make_hub(redis_url):
+    """Hubs with their own Redis connections, as separate worker processes would have."""
+    hubs = []
+
+    def make() -> LoginHub:
+        hub = LoginHub(redis.Redis.from_url(redis_url, decode_responses=True))
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.close()
+
+
+def wait_subscribed(hub: LoginHub, scene: str = "warm-up"):
+    with hub.waiting(scene):
+        assert hub.subscribed.wait(5)
+
+
+def test_publish_on_one_worker_wakes_the_waiter_on_another(make_hub):
+    worker_a, worker_b = make_hub(), make_hub()
+    with worker_a.waiting("scene-1") as wakeups, worker_a.waiting("scene-2") as other:
+        assert worker_a.subscribed.wait(5)
+        worker_b.publish("scene-1")
+        assert wakeups.get(timeout=2) == "scene-1"
+        with pytest.raises(queue.Empty):
+            other.get(timeout=0.3)
+
+
+def test_waiter_is_forgotten_when_it_leaves(make_hub):
+    hub = make_hub()
+    with hub.waiting("scene-1"):
+        assert hub.waiting_count() == 1
+    assert hub.waiting_count() == 0
+
+
+def test_malformed_messages_are_ignored_and_the_listener_carries_on(make_hub, redis_client):
+    hub = make_hub()
+    with hub.waiting("scene-1") as wakeups:
+        assert hub.subscribed.wait(5)
+        for garbage in ("not json", "[1, 2]", '{"type": "other", "scene": "scene-1"}', "{}"):
+            redis_client.publish("login:attempts", garbage)
+        hub.publish("scene-1")
+        assert wakeups.get(timeout=2) == "scene-1"
+        with pytest.raises(queue.Empty):
+            wakeups.get(timeout=0.3)
+
+
+def test_killed_subscription_reconnects_and_wakes_every_waiter(make_hub, redis_client):
+    hub = make_hub()
+    with hub.waiting("scene-1") as wakeups:
+        assert hub.subscribed.wait(5)
+        assert redis_client.client_kill_filter(_type="pubsub") >= 1
+        # Whatever was published while it was away is lost: every waiter is woken to re-read.
+        assert wakeups.get(timeout=5) == "scene-1"
+        assert hub.subscribed.wait(5)
+        hub.publish("scene-1")
+        assert wakeups.get(timeout=2) == "scene-1"

@@ -1,0 +1,245 @@
+"""LoginStore and UserStore on the real Redis, with a fake clock for expiry."""
+
+import re
+import threading
+
+import pytest
+
+from app.login.store import (
+    DEDUPE_SECONDS,
+    ConfirmOutcome,
+    LoginStore,
+    RedeemError,
+    Status,
+    hash_secret,
+    new_scene,
+)
+from app.login.users import UserStore
+
+NOW = 1714036504.0  # 2024-04-25T09:15:04+00:00
+EXPIRE_SECONDS = 300
+CODE_TTL = 60
+SCENE = "1714036504000-5f1d3c9a8b7e6d5c4b3a2910"
+BROWSER = hash_secret("browser-a-secret")
+OTHER_BROWSER = hash_secret("browser-b-secret")
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(redis_client, clock) -> LoginStore:
+    return LoginStore(redis_client, code_ttl=CODE_TTL, clock=clock)
+
+
+@pytest.fixture
+def users(redis_client, clock) -> UserStore:
+    return UserStore(redis_client, clock=clock)
+
+
+@pytest.fixture
+def attempt(store):
+    return store.create_attempt(SCENE, BROWSER, EXPIRE_SECONDS)
+
+
+def run_together(count: int, work) -> list:
+    """Run ``work(i)`` in ``count`` threads released at once; return the results in order."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # the test inspects what each thread got
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    return results
+
+
+def test_new_scene_format():
+    scene = new_scene(1714036504.5)
+
+    match = re.fullmatch(r"(\d+)-([0-9a-f]+)", scene)
+    assert match is not None, scene
+    assert match[1] == "1714036504500"
+    assert len(match[2]) * 4 >= 64
+    assert len(scene) <= 64
+
+
+def test_new_scenes_are_unique_within_one_millisecond():
+    assert len({new_scene(NOW) for _ in range(10_000)}) == 10_000
+
+
+def test_create_and_get_attempt(store, attempt, redis_client):
+    assert store.get_attempt(SCENE) == attempt
+    assert (attempt.status, attempt.openid, attempt.code) == (Status.WAITING, None, None)
+    assert (attempt.created_at, attempt.expires_at) == (NOW, NOW + EXPIRE_SECONDS)
+    assert attempt.owned_by(BROWSER) and not attempt.owned_by(OTHER_BROWSER)
+    assert redis_client.ttl(f"login:attempt:{SCENE}") == EXPIRE_SECONDS
+
+
+def test_unknown_attempt_is_none(store):
+    assert store.get_attempt(SCENE) is None
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "alive"), [(0, True), (EXPIRE_SECONDS - 0.001, True), (EXPIRE_SECONDS, False)]
+)
+def test_waiting_attempt_ends_with_its_qr(store, attempt, clock, elapsed, alive):
+    clock.advance(elapsed)
+
+    assert (store.get_attempt(SCENE) is not None) is alive
+    assert (store.confirm(SCENE, "oScanner")[0] is ConfirmOutcome.CONFIRMED) is alive
+
+
+def test_confirm(store, attempt, redis_client):
+    outcome, confirmed = store.confirm(SCENE, "oScanner")
+
+    assert outcome is ConfirmOutcome.CONFIRMED
+    assert (confirmed.status, confirmed.openid) == (Status.CONFIRMED, "oScanner")
+    assert confirmed.code
+    assert store.get_attempt(SCENE) == confirmed
+    assert redis_client.ttl(f"login:attempt:{SCENE}") == CODE_TTL
+    assert redis_client.ttl(f"login:code:{confirmed.code}") == CODE_TTL
+
+
+@pytest.mark.parametrize(
+    ("openid", "outcome"),
+    [("oScanner", ConfirmOutcome.ALREADY_CONFIRMED), ("oSomeoneElse", ConfirmOutcome.TAKEN)],
+)
+def test_second_confirm_changes_nothing(store, attempt, openid, outcome):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+
+    assert store.confirm(SCENE, openid) == (outcome, confirmed)
+    assert store.get_attempt(SCENE) == confirmed
+
+
+def test_confirm_unknown_scene(store):
+    assert store.confirm(SCENE, "oScanner") == (ConfirmOutcome.UNKNOWN, None)
+    assert store.get_attempt(SCENE) is None
+
+
+def test_confirmed_attempt_outlives_its_qr(store, attempt, clock):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+    clock.advance(EXPIRE_SECONDS + 1)
+
+    assert store.get_attempt(SCENE) == confirmed
+
+
+@pytest.mark.parametrize("round_", range(20))  # a race shows only now and then: run it often
+def test_concurrent_confirms_confirm_exactly_once(store, attempt, round_):
+    results = run_together(16, lambda i: store.confirm(SCENE, f"oScanner{i}"))
+
+    outcomes = [outcome for outcome, _ in results]
+    assert outcomes.count(ConfirmOutcome.CONFIRMED) == 1
+    assert outcomes.count(ConfirmOutcome.TAKEN) == 15
+    winner = outcomes.index(ConfirmOutcome.CONFIRMED)
+    assert store.get_attempt(SCENE).openid == f"oScanner{winner}"
+
+
+def test_redeem_works_once(store, attempt):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+
+    assert store.redeem(confirmed.code, BROWSER) == "oScanner"
+    with pytest.raises(RedeemError):
+        store.redeem(confirmed.code, BROWSER)
+
+
+def test_redeem_by_another_browser_leaves_the_code_usable(store, attempt):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+
+    with pytest.raises(RedeemError):
+        store.redeem(confirmed.code, OTHER_BROWSER)
+    assert store.redeem(confirmed.code, BROWSER) == "oScanner"
+
+
+@pytest.mark.parametrize("code", ["", "no-such-code", SCENE])
+def test_redeem_unknown_code(store, attempt, code):
+    store.confirm(SCENE, "oScanner")
+
+    with pytest.raises(RedeemError):
+        store.redeem(code, BROWSER)
+
+
+def test_concurrent_redeems_succeed_exactly_once(store, attempt):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+
+    results = run_together(16, lambda i: store.redeem(confirmed.code, BROWSER))
+
+    assert results.count("oScanner") == 1
+    assert all(isinstance(r, RedeemError) for r in results if r != "oScanner")
+
+
+def test_claim_callback_then_remember_reply(store, redis_client):
+    assert store.claim_callback("event:o:1:SCAN:s") is None
+    assert store.claim_callback("event:o:1:SCAN:s") == ""  # first delivery still processing
+
+    store.remember_reply("event:o:1:SCAN:s", "登录成功")
+
+    assert store.claim_callback("event:o:1:SCAN:s") == "登录成功"
+    assert store.claim_callback("event:o:2:SCAN:s") is None
+    assert redis_client.ttl("wechat:dedupe:event:o:1:SCAN:s") == DEDUPE_SECONDS
+
+
+def test_release_callback_lets_the_retry_be_processed(store):
+    assert store.claim_callback("msg:1") is None
+
+    store.release_callback("msg:1")
+
+    assert store.claim_callback("msg:1") is None
+    assert store.claim_callback("msg:1") == ""
+
+
+def test_concurrent_claims_let_exactly_one_through(store):
+    results = run_together(16, lambda i: store.claim_callback("msg:1"))
+
+    assert results.count(None) == 1
+    assert results.count("") == 15
+
+
+def test_record_login_counts_and_keeps_the_first_time(users, clock):
+    assert users.get("oScanner") is None
+
+    users.record_login("oScanner")
+    clock.advance(3600)
+    users.record_login("oScanner")
+
+    user = users.get("oScanner")
+    assert (user.openid, user.unionid, user.login_count) == ("oScanner", None, 2)
+    assert (user.first_login_at, user.last_login_at) == (NOW, NOW + 3600)
+
+
+def test_user_to_json(users, clock):
+    users.record_login("oScanner")
+    clock.advance(3600.75)
+    users.record_login("oScanner")
+    users.set_unionid("oScanner", "uUnion")
+
+    assert users.get("oScanner").to_json() == {
+        "openid": "oScanner",
+        "unionid": "uUnion",
+        "first_login_at": "2024-04-25T09:15:04+00:00",
+        "last_login_at": "2024-04-25T10:15:04+00:00",
+        "login_count": 2,
+    }

@@ -52,6 +52,9 @@ def create_app(
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    # urllib3 logs request lines, query included, at DEBUG: that query carries the
+    # access_token (and the AppSecret for the classic token). Keep it quiet whatever the root says.
+    logging.getLogger("urllib3").setLevel(logging.INFO)
 
     _check_settings(app)
     emulated = not app.config["WECHAT_APP_ID"]

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, abort, current_app, request
+from flask import Blueprint, abort, current_app, g, request
 from simple_websocket import Server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
@@ -36,6 +36,7 @@ def only_the_browser_that_asked() -> None:
     attempt = login_service().store.get_attempt(scene) if owner and len(scene) <= 64 else None
     if attempt is None or not attempt.owned_by(owner):
         abort(403)
+    g.attempt = attempt
 
 
 @sock.route("/ws/login/<scene>", bp=bp)
@@ -48,7 +49,7 @@ def login_socket(ws: Server, scene: str) -> None:
     service = login_service()
     recheck_seconds = current_app.config["LOGIN_RECHECK_SECONDS"]
     with service.hub.waiting(scene) as wakeups:
-        attempt = service.store.get_attempt(scene)
+        attempt = _reread(scene, g.attempt)
         now = time.time()
         ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt, now)}))
         while (frame := _terminal_frame(attempt)) is None:
@@ -77,7 +78,7 @@ def _terminal_frame(attempt: Attempt | None) -> dict[str, Any] | None:
     return None
 
 
-def _reread(scene: str, last: Attempt) -> Attempt | None:
+def _reread(scene: str, last: Attempt | None) -> Attempt | None:
     try:
         return login_service().store.get_attempt(scene)
     except redis.RedisError as exc:

@@ -96,9 +96,11 @@ def qrcode_create() -> Response:
         return _error(errcode)
     body: dict[str, Any] = request.get_json(silent=True) or {}
     action = body.get("action_name")
-    # WeChat silently uses scene 0 when the "scene" wrapper is missing: so do we.
-    scene = (body.get("action_info") or {}).get("scene") or {}
-    if action == "QR_STR_SCENE":
+    scene = (body.get("action_info") or {}).get("scene")
+    if action in ("QR_SCENE", "QR_STR_SCENE") and not isinstance(scene, dict):
+        # WeChat silently uses scene 0 when the "scene" wrapper is missing: so do we.
+        scene_str = "0"
+    elif action == "QR_STR_SCENE":
         scene_str = str(scene.get("scene_str", ""))
         if not 1 <= len(scene_str) <= 64:
             return _error(40097)

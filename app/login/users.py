@@ -65,8 +65,16 @@ class UserStore:
             pipe.execute()
 
     def set_unionid(self, openid: str, unionid: str) -> None:
-        """Attach the unionid learned from ``user/info`` to an existing record."""
-        self._redis.hset(f"user:{openid}", "unionid", unionid)
+        """Attach the unionid learned from ``user/info`` to an existing record (else nothing:
+        a record holding only a unionid would not be a user)."""
+        key = f"user:{openid}"
+
+        def attach(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(key):
+                pipe.multi()
+                pipe.hset(key, "unionid", unionid)
+
+        self._redis.transaction(attach, key)
 
     def get(self, openid: str) -> User | None:
         """Load a user, or None if they never signed in."""

@@ -21,6 +21,10 @@ WECHAT_ERRCODE_MESSAGES = {
 }
 
 
+#: Paths whose callers read JSON: our API, and the emulator's API and phone calls.
+JSON_PATHS = ("/api/", "/_emulator/api/", "/_emulator/cgi-bin/")
+
+
 class APIError(Exception):
     """An answer for the JSON API: ``{"error": error, "message": message}`` with ``status``.
 
@@ -47,7 +51,7 @@ def init_app(app: Flask) -> None:
 
 
 def _answer(status: int, error: str, message: str) -> Response:
-    if request.path.startswith("/api/"):
+    if request.path.startswith(JSON_PATHS):
         response = jsonify(error=error, message=message)
     elif request.path.startswith("/wechat/"):
         response = Response(message, mimetype="text/plain")

@@ -158,7 +158,8 @@ def parse_message(body: bytes) -> Message:
     missing = [name for name in _REQUIRED_FIELDS if not fields.get(name)]
     if missing:
         raise MalformedMessageError(f"missing {', '.join(missing)}")
-    if not fields["CreateTime"].isdigit():
+    # isascii() too: isdigit() also accepts digits such as "²" that int() cannot read.
+    if not (fields["CreateTime"].isascii() and fields["CreateTime"].isdigit()):
         raise MalformedMessageError("CreateTime is not a number")
     return Message(fields)
 

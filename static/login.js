@@ -7,7 +7,8 @@
 //
 // Session cookies are HttpOnly: the page only ever sees the JSON answers.
 
-const REQUEST_TIMEOUT_MS = 15000;
+import { api } from './api.js';
+
 // Waits between websocket reconnects; the last one repeats.
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 5000];
 // The server refuses the handshake for an expired scene, so this many
@@ -81,37 +82,6 @@ function setState(state) {
 
 function setStatus(text) {
   els.status.textContent = text;
-}
-
-/**
- * Calls our JSON API and returns the parsed body of a 2xx answer.
- * Throws an Error whose message is fit to show the user: the server's own
- * `message` when it sent one, otherwise a plain description of the failure.
- */
-async function api(method, path, body) {
-  const options = {
-    method,
-    credentials: 'same-origin',
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  };
-  if (body !== undefined) {
-    options.headers = { 'Content-Type': 'application/json' };
-    options.body = JSON.stringify(body);
-  }
-  let response;
-  try {
-    response = await fetch(path, options);
-  } catch {
-    throw new Error('网络连接失败，请检查网络后重试。');
-  }
-  const data = await response.json().catch(() => null);
-  if (!response.ok) {
-    throw new Error(data?.message ?? `服务暂时不可用（HTTP ${response.status}），请稍后重试。`);
-  }
-  if (data === null) {
-    throw new Error('服务返回了无法识别的内容，请稍后重试。');
-  }
-  return data;
 }
 
 // Fetches a new QR now, or when the tab becomes visible: a QR nobody looks

@@ -2,6 +2,8 @@
 // "scans" one as a new or returning follower, sends text messages as the
 // emulated user, and shows the official account's replies as a chat.
 
+import { api } from './api.js';
+
 const POLL_INTERVAL_MS = 2000;
 
 const byId = (id) => document.getElementById(id);
@@ -23,34 +25,10 @@ const onlyTicket = document.body.dataset.ticket;
 // instead of replacing a button under the user's finger.
 const rows = new Map();
 
-/**
- * GETs (no body) or POSTs JSON to an emulator endpoint; returns the parsed 2xx body.
- * Throws an Error carrying the server's `message`, or a plain description.
- */
-async function request(path, body) {
-  const options = { credentials: 'same-origin' };
-  if (body !== undefined) {
-    options.method = 'POST';
-    options.headers = { 'Content-Type': 'application/json' };
-    options.body = JSON.stringify(body);
-  }
-  let response;
-  try {
-    response = await fetch(path, options);
-  } catch {
-    throw new Error('网络连接失败');
-  }
-  const data = await response.json().catch(() => null);
-  if (!response.ok || data === null) {
-    throw new Error(data?.message ?? `HTTP ${response.status}`);
-  }
-  return data;
-}
-
 async function refreshList() {
   let data;
   try {
-    data = await request('/_emulator/api/qrcodes');
+    data = await api('GET', '/_emulator/api/qrcodes');
   } catch (error) {
     els.qrNote.textContent = `无法获取二维码列表：${error.message}`;
     els.qrNote.hidden = false;
@@ -117,7 +95,7 @@ async function sendMessage(event) {
 async function deliver(path, body) {
   let result;
   try {
-    result = await request(path, body);
+    result = await api('POST', path, body);
   } catch (error) {
     addNote(`发送失败：${error.message}`, 'error');
     return;

@@ -38,6 +38,16 @@ class Config:
     #: Seconds allowed for one WeChat API call (connect and read each).
     WECHAT_HTTP_TIMEOUT = float(os.environ.get("WECHAT_HTTP_TIMEOUT", "5"))
 
+    #: The account's EncodingAESKey (43 letters or digits): turns message encryption on.
+    WECHAT_ENCODING_AES_KEY = os.environ.get("WECHAT_ENCODING_AES_KEY", "")
+    #: The EncodingAESKey before the last rotation, tried when the current one fails.
+    WECHAT_ENCODING_AES_KEY_PREVIOUS = os.environ.get("WECHAT_ENCODING_AES_KEY_PREVIOUS", "")
+    #: With a key: ``safe`` (encrypted callbacks only) or ``compatible`` (both kinds).
+    WECHAT_ENCRYPT_MODE = os.environ.get("WECHAT_ENCRYPT_MODE", "safe")
+    #: Callbacks whose ``timestamp`` is further than this from now are refused, in seconds;
+    #: a signature is accepted once inside this window.
+    WECHAT_CALLBACK_MAX_AGE_SECONDS = _env_int("WECHAT_CALLBACK_MAX_AGE_SECONDS", 300)
+
     #: ``redis://`` URL shared by every worker. Unset: an in-process stand-in (one process only).
     REDIS_URL = os.environ.get("REDIS_URL", "")
 
@@ -50,9 +60,25 @@ class Config:
     #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts).
     LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
 
+    #: ``off`` (the scan signs in), ``always`` or ``new_device``: when the scanner must
+    #: confirm in WeChat by replying 1 (against QR-login hijacking).
+    LOGIN_CONFIRM = os.environ.get("LOGIN_CONFIRM", "off")
+    #: Limits on QR creation per client IP and per browser, e.g. ``10/minute;100/hour``;
+    #: ``off`` disables them (load tests).
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10/minute;60/hour")
+    #: Other origins (``https://example.com``, comma-separated) allowed to open the login
+    #: socket and redeem or log out; the site's own origin always is.
+    LOGIN_ALLOWED_ORIGINS = tuple(
+        origin.strip().rstrip("/")
+        for origin in os.environ.get("LOGIN_ALLOWED_ORIGINS", "").split(",")
+        if origin.strip()
+    )
+
     #: How many reverse proxies in front of the app to trust for X-Forwarded-For/-Proto/-Host.
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
 
+    #: Life of a signed-in session, in seconds (sessions live in Redis and can be ended).
+    PERMANENT_SESSION_LIFETIME = _env_int("SESSION_LIFETIME_SECONDS", 7 * 86400)
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
 

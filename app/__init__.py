@@ -8,19 +8,21 @@ from typing import Any
 
 import requests
 from flask import Flask
+from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import CONFIGS, Config
 
 from . import emulator
-from .extensions import init_redis, sock
+from .extensions import client_ip, init_redis, sock
 from .login.hub import LoginHub
-from .login.service import LoginService
+from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
-from .views import api, callback, errors, pages, ws
+from .views import api, callback, errors, pages, security, ws
 from .views.cookies import SessionInterface
 from .wechat.client import WeChatClient
+from .wechat.crypto import WeChatCrypto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +63,7 @@ def create_app(
     if emulated:
         emulator.configure(app)
 
-    redis_client = init_redis(app)
+    redis_client, raw_redis = init_redis(app)
     session = requests.Session()
     if emulated:
         session.mount(app.config["WECHAT_API_BASE"], emulator.EmulatorTransport(app))
@@ -74,18 +76,31 @@ def create_app(
         timeout=app.config["WECHAT_HTTP_TIMEOUT"],
         token_endpoint=app.config["WECHAT_TOKEN_ENDPOINT"],
     )
+    app.extensions["wechat_crypto"] = _crypto(app)
+    app.session_interface = SessionInterface(
+        app,
+        client=raw_redis,
+        key_prefix="session:",
+        permanent=True,
+        sid_length=32,
+    )
     app.extensions["wechat_login"] = LoginService(
         wechat=wechat,
-        store=LoginStore(redis_client, code_ttl=app.config["LOGIN_CODE_TTL_SECONDS"]),
+        store=LoginStore(
+            redis_client,
+            code_ttl=app.config["LOGIN_CODE_TTL_SECONDS"],
+            recent_ttl=int(app.permanent_session_lifetime.total_seconds()),
+        ),
         users=UserStore(redis_client),
         hub=LoginHub(redis_client),
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
+        confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
+        end_session=app.session_interface.end,
     )
 
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.session_interface = SessionInterface()
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": app.config["LOGIN_WS_PING_SECONDS"],
         # We only ever receive tiny frames (if any): refuse anything larger.
@@ -94,11 +109,43 @@ def create_app(
     sock.init_app(app)
     for blueprint in (pages.bp, api.bp, ws.bp, callback.bp):
         app.register_blueprint(blueprint)
+    rate = app.config["LOGIN_RATE_LIMIT"]
+    limiter = Limiter(
+        client_ip,
+        app=app,
+        storage_uri=app.config["REDIS_URL"] or "memory://",
+        key_prefix="ratelimit",
+        headers_enabled=True,
+        enabled=rate != "off",
+    )
+    app.extensions["limiter"] = limiter
+    api.limit_qrcode_creation(app, limiter, rate)
     errors.init_app(app)
+    security.init_app(app)
     if emulated:
         app.register_blueprint(emulator.bp)
         log.warning("WECHAT_APP_ID is unset: the built-in WeChat emulator stands in for WeChat")
     return app
+
+
+def _crypto(app: Flask) -> WeChatCrypto | None:
+    """The message crypto when an EncodingAESKey is set (safe or compatible mode), else None."""
+    if not app.config["WECHAT_ENCODING_AES_KEY"]:
+        return None
+    if app.config["WECHAT_ENCRYPT_MODE"] not in ("safe", "compatible"):
+        raise RuntimeError("WECHAT_ENCRYPT_MODE must be safe or compatible")
+    try:
+        return WeChatCrypto(
+            app.config["WECHAT_TOKEN"],
+            app.config["WECHAT_ENCODING_AES_KEY"],
+            app.config["WECHAT_APP_ID"],
+            previous_key=app.config["WECHAT_ENCODING_AES_KEY_PREVIOUS"] or None,
+        )
+    except ValueError:
+        raise RuntimeError(
+            "WECHAT_ENCODING_AES_KEY and WECHAT_ENCODING_AES_KEY_PREVIOUS must be 43 letters "
+            "or digits"
+        ) from None
 
 
 def _check_settings(app: Flask) -> None:
@@ -108,6 +155,8 @@ def _check_settings(app: Flask) -> None:
     token = app.config["WECHAT_TOKEN"]
     if token and not re.fullmatch(r"[A-Za-z0-9]{3,32}", token):
         raise RuntimeError("WECHAT_TOKEN must be 3 to 32 letters or digits, as WeChat requires")
+    if app.config["LOGIN_CONFIRM"] not in {policy.value for policy in ConfirmPolicy}:
+        raise RuntimeError("LOGIN_CONFIRM must be off, always or new_device")
     if not app.config["SECRET_KEY"]:
         # Development only (production requires it): sessions end when the process restarts.
         app.config["SECRET_KEY"] = os.urandom(32)

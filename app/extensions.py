@@ -1,13 +1,14 @@
 """Extensions created unbound and bound in ``create_app``, and accessors for per-app state.
 
-Per-app objects live in ``app.extensions``: ``"redis"`` (the client every part shares) and
-``"wechat_login"`` (the ``LoginService``).
+Per-app objects live in ``app.extensions``: ``"redis"`` (the text client every part shares),
+``"wechat_login"`` (the ``LoginService``), ``"wechat_crypto"`` (a ``WeChatCrypto``, or
+None in plaintext mode) and ``"limiter"`` (Flask-Limiter, one per app).
 """
 
 import logging
 
 import redis
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask_sock import Sock
 
 from .login.service import LoginService
@@ -17,21 +18,23 @@ log = logging.getLogger(__name__)
 sock = Sock()
 
 
-def init_redis(app: Flask) -> redis.Redis:
+def client_ip() -> str:
+    """The client's address (from a trusted proxy's header only when ``TRUSTED_PROXIES``)."""
+    return request.remote_addr or "unknown"
+
+
+def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:
     """Connect to ``REDIS_URL``, or make an in-process stand-in when it is unset.
 
     Returns:
-        A client with ``decode_responses=True``, also stored as ``app.extensions["redis"]``.
+        ``(text, raw)``: a client with ``decode_responses=True`` (also stored as
+        ``app.extensions["redis"]``), and one returning bytes, for the session store.
     """
     url = app.config["REDIS_URL"]
     if url:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            health_check_interval=15,
-        )
+        options = {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 15}
+        text = redis.Redis.from_url(url, decode_responses=True, **options)
+        raw = redis.Redis.from_url(url, **options)
     else:
         import fakeredis  # only needed for the stand-in
 
@@ -39,9 +42,11 @@ def init_redis(app: Flask) -> redis.Redis:
             "REDIS_URL is unset: using an in-process Redis stand-in (fakeredis). "
             "State is lost on restart; run a single process only."
         )
-        client = fakeredis.FakeRedis(decode_responses=True)
-    app.extensions["redis"] = client
-    return client
+        server = fakeredis.FakeServer()
+        text = fakeredis.FakeRedis(server=server, decode_responses=True)
+        raw = fakeredis.FakeRedis(server=server)
+    app.extensions["redis"] = text
+    return text, raw
 
 
 def login_service() -> LoginService:

@@ -242,10 +242,12 @@ async function redeem(a, code) {
   try {
     user = await api('POST', '/api/login/redeem', { code });
   } catch (error) {
-    if (a === attempt) showError(error.message, '获取新二维码', newAttempt);
-    return;
+    // Tabs of one browser share a QR code, and a code works once: another tab may have
+    // signed this browser in already.
+    user = await api('GET', '/api/me').catch(() => null);
+    if (a === attempt && user === null) showError(error.message, '获取新二维码', newAttempt);
   }
-  if (a === attempt) showSignedIn(user);
+  if (a === attempt && user !== null) showSignedIn(user);
 }
 
 function showSignedIn(user) {

@@ -16,6 +16,7 @@ const els = {
   chat: byId('chat'),
   form: byId('message-form'),
   input: byId('message-input'),
+  mode: byId('mode'),
 };
 
 // Set when the page was opened for one QR (/_emulator/scan/<ticket>): show only that one.
@@ -77,9 +78,14 @@ function shorten(text) {
   return text.length > 16 ? `${text.slice(0, 8)}…${text.slice(-4)}` : text;
 }
 
+// The message-encryption mode to send in; empty means the server's own mode.
+function chosenMode() {
+  return els.mode.value ? { mode: els.mode.value } : {};
+}
+
 async function scan(ticket, follower) {
   addBubble('me', follower === 'new' ? '[扫描二维码]（新关注）' : '[扫描二维码]（已关注）');
-  await deliver('/_emulator/api/scan', { ticket, follower });
+  await deliver('/_emulator/api/scan', { ticket, follower, ...chosenMode() });
 }
 
 async function sendMessage(event) {
@@ -88,7 +94,7 @@ async function sendMessage(event) {
   if (!content) return;
   els.input.value = '';
   addBubble('me', content);
-  await deliver('/_emulator/api/message', { content });
+  await deliver('/_emulator/api/message', { content, ...chosenMode() });
 }
 
 // Posts an event or message as the user and shows what the account answered.

@@ -41,6 +41,14 @@ def code_for(redis_client, scene: str) -> str:
 
 
 @pytest.fixture
+def other_browser(app):
+    """A second browser: its own cookies, our page's Origin."""
+    browser = app.test_client()
+    browser.environ_base["HTTP_ORIGIN"] = "http://localhost"
+    return browser
+
+
+@pytest.fixture
 def code(client, redis_client) -> str:
     """A one-time code for `client`'s attempt, scanned by SCANNER."""
     scene = start_attempt(client)["scene"]
@@ -68,17 +76,27 @@ def test_qrcode_lives_as_configured(client, redis_client):
     assert 295 <= redis_client.ttl(f"login:attempt:{answer['scene']}") <= 300
 
 
-def test_scene_is_timestamped_unique_and_unguessable(client):
+def test_scene_is_timestamped_unique_and_unguessable(client, other_browser):
     before = time.time() * 1000
     first = start_attempt(client)["scene"]
     after = time.time() * 1000
-    second = start_attempt(client)["scene"]
+    second = start_attempt(other_browser)["scene"]
 
     millis, random_hex = re.fullmatch(r"(\d+)-([0-9a-f]+)", first).groups()
     assert before - 1 <= int(millis) <= after + 1
     assert len(random_hex) * 4 >= 64
     assert len(first) <= 64
     assert first != second
+
+
+def test_a_browser_asking_again_gets_its_live_qr_code_back(client, other_browser):
+    first = start_attempt(client)
+    again = start_attempt(client)
+
+    assert again["scene"] == first["scene"]
+    assert again["qrcode"] == first["qrcode"]
+    assert 0 < again["expires_in"] <= first["expires_in"]
+    assert start_attempt(other_browser)["scene"] != first["scene"]
 
 
 def test_binding_cookie_is_http_only_lax_and_not_secure_over_http(client):
@@ -102,7 +120,8 @@ def test_binding_cookie_is_http_only_lax_and_not_secure_over_http(client):
     ids=["http", "https", "trusted-proxy-https", "untrusted-forwarded-proto"],
 )
 def test_https_makes_the_cookie_secure_and_the_socket_wss(client, base_url, headers, secure):
-    answer = start_attempt(client, base_url=base_url, headers=headers)
+    origin = "https://localhost" if secure else "http://localhost"
+    answer = start_attempt(client, base_url=base_url, headers={**headers, "Origin": origin})
 
     cookie = client.get_cookie(BROWSER_COOKIE)
     assert cookie is not None
@@ -153,13 +172,12 @@ def test_full_login_signs_the_browser_in(client, code):
 
 
 def test_session_cookie_is_secure_over_https(client, redis_client):
-    scene = start_attempt(client, base_url="https://localhost")["scene"]
+    https = {"base_url": "https://localhost", "headers": {"Origin": "https://localhost"}}
+    scene = start_attempt(client, **https)["scene"]
     scan(client, scene)
 
     redeemed = client.post(
-        "/api/login/redeem",
-        json={"code": code_for(redis_client, scene)},
-        base_url="https://localhost",
+        "/api/login/redeem", json={"code": code_for(redis_client, scene)}, **https
     )
 
     assert redeemed.status_code == 200
@@ -190,8 +208,8 @@ def test_code_works_once(client, code):
 
 
 @pytest.mark.parametrize("cookie", [None, secrets.token_urlsafe(32)], ids=["none", "other"])
-def test_code_from_another_browser_is_refused_and_stays_usable(app, client, code, cookie):
-    other = app.test_client()
+def test_code_from_another_browser_is_refused_and_stays_usable(client, other_browser, code, cookie):
+    other = other_browser
     if cookie is not None:
         other.set_cookie(BROWSER_COOKIE, cookie)
 

@@ -161,6 +161,7 @@ def test_phone_page_gives_the_browser_an_openid(client):
 @pytest.mark.parametrize(("follower", "event"), [("new", "subscribe"), ("returning", "SCAN")])
 def test_phone_scan_signs_the_browser_in(live_server, redis_client, follower, event):
     with requests.Session() as browser:
+        browser.headers["Origin"] = live_server
         scene = browser.post(f"{live_server}/api/login/qrcode", timeout=5).json()["scene"]
         qrcodes = browser.get(f"{live_server}/_emulator/api/qrcodes", timeout=5).json()["qrcodes"]
         [ticket] = [qrcode["ticket"] for qrcode in qrcodes if qrcode["scene_str"] == scene]

@@ -165,7 +165,7 @@ def test_concurrent_confirms_confirm_exactly_once(store):
 def test_redeem_works_once(store, attempt):
     _, confirmed = store.confirm(SCENE, "oScanner")
 
-    assert store.redeem(confirmed.code, BROWSER) == "oScanner"
+    assert store.redeem(confirmed.code, BROWSER) == ("oScanner", SCENE)
     with pytest.raises(RedeemError):
         store.redeem(confirmed.code, BROWSER)
 
@@ -175,7 +175,7 @@ def test_redeem_by_another_browser_leaves_the_code_usable(store, attempt):
 
     with pytest.raises(RedeemError):
         store.redeem(confirmed.code, OTHER_BROWSER)
-    assert store.redeem(confirmed.code, BROWSER) == "oScanner"
+    assert store.redeem(confirmed.code, BROWSER) == ("oScanner", SCENE)
 
 
 @pytest.mark.parametrize("code", ["", "no-such-code", SCENE])
@@ -191,8 +191,8 @@ def test_concurrent_redeems_succeed_exactly_once(store, attempt):
 
     results = run_together(16, lambda i: store.redeem(confirmed.code, BROWSER))
 
-    assert results.count("oScanner") == 1
-    assert all(isinstance(r, RedeemError) for r in results if r != "oScanner")
+    assert results.count(("oScanner", SCENE)) == 1
+    assert all(isinstance(r, RedeemError) for r in results if r != ("oScanner", SCENE))
 
 
 def test_claim_callback_then_remember_reply(store, redis_client):

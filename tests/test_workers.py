@@ -23,6 +23,7 @@ def post_scan(base: str, body: bytes) -> str:
 def test_scan_on_one_worker_signs_in_the_browser_waiting_on_another(server_process):
     worker_a, worker_b = server_process(), server_process()
     with requests.Session() as browser:
+        browser.headers["Origin"] = worker_a
         attempt = browser.post(worker_a + "/api/login/qrcode").json()
         cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
         ws = websocket.create_connection(attempt["ws"], header=[f"Cookie: {cookie}"], timeout=5)
@@ -40,7 +41,11 @@ def test_scan_on_one_worker_signs_in_the_browser_waiting_on_another(server_proce
         assert confirmed["status"] == "confirmed"
 
         # The code is redeemable on any worker; the session is valid on every worker.
-        redeemed = browser.post(worker_b + "/api/login/redeem", json={"code": confirmed["code"]})
+        redeemed = browser.post(
+            worker_b + "/api/login/redeem",
+            json={"code": confirmed["code"]},
+            headers={"Origin": worker_b},
+        )
         assert redeemed.status_code == 200
         me = browser.get(worker_a + "/api/me").json()
     assert me["openid"] == "oWorkers00000000000000000001"

@@ -25,6 +25,7 @@ def start_login(live_server, closing):
 
     def start() -> tuple[requests.Session, dict]:
         browser = requests.Session()
+        browser.headers["Origin"] = live_server  # as our page in a browser would send
         closing(browser.close)
         response = browser.post(live_server + "/api/login/qrcode")
         assert response.status_code == 200

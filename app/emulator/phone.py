@@ -8,8 +8,9 @@ import requests
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 
 from ..views.errors import APIError
-from ..wechat.errors import MalformedMessageError
-from ..wechat.messages import SUBSCRIBE_SCENE_PREFIX, parse_message, to_xml
+from ..wechat.crypto import WeChatCrypto
+from ..wechat.errors import WeChatError
+from ..wechat.messages import SUBSCRIBE_SCENE_PREFIX, parse_fields, to_xml
 from ..wechat.signature import sign
 from .state import emulator_state
 
@@ -17,6 +18,9 @@ bp = Blueprint("phone", __name__)
 
 #: The cookie that remembers which emulated WeChat user this browser plays.
 OPENID_COOKIE = "emulator_openid"
+
+#: How the phone can send: as WeChat does in each of the account's message-encryption modes.
+MODES = ("plaintext", "compatible", "safe")
 
 #: WeChat waits this long for our callback's answer, in seconds.
 WECHAT_REPLY_TIMEOUT = 5
@@ -70,7 +74,7 @@ def live_qrcodes() -> Response:
 
 @bp.post("/api/scan")
 def scan() -> Response:
-    """Scan a QR code: body ``{"ticket": str, "follower": "new" | "returning"}``.
+    """Scan a QR code: body ``{"ticket": str, "follower": "new" | "returning", "mode"?}``.
 
     A new follower sends ``subscribe`` with ``EventKey`` ``qrscene_<scene>``; a returning one
     ``SCAN`` with the bare scene. Returns what WeChat would have seen: ``{"event", "openid",
@@ -89,19 +93,21 @@ def scan() -> Response:
     )
     emulator_state().follow(openid, ticket.scene_str)
     fields = {"MsgType": "event", "Event": event, "EventKey": event_key, "Ticket": ticket.ticket}
-    return _with_openid(jsonify(event=event, openid=openid, **_deliver(openid, fields)), openid)
+    delivered = _deliver(openid, fields, body.get("mode"))
+    return _with_openid(jsonify(event=event, openid=openid, **delivered), openid)
 
 
 @bp.post("/api/message")
 def message() -> Response:
-    """Send a text message as the emulated user: body ``{"content": str}``."""
+    """Send a text message as the emulated user: body ``{"content": str, "mode"?}``."""
     body = request.get_json(silent=True) or {}
     content = str(body.get("content", ""))[:600]
     if not content:
         raise APIError(400, "empty_message", "消息不能为空。")
     openid = _phone_openid()
     fields = {"MsgType": "text", "Content": content, "MsgId": secrets.randbits(63)}
-    return _with_openid(jsonify(event=None, openid=openid, **_deliver(openid, fields)), openid)
+    delivered = _deliver(openid, fields, body.get("mode"))
+    return _with_openid(jsonify(event=None, openid=openid, **delivered), openid)
 
 
 @bp.post("/api/faults")
@@ -119,45 +125,72 @@ def inject_fault() -> Response:
     return jsonify(ok=True)
 
 
-def _deliver(openid: str, fields: dict[str, str | int]) -> dict[str, object]:
-    """POST a message from ``openid`` to our callback, signed, and read the passive reply.
+def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dict[str, object]:
+    """POST a message from ``openid`` to our callback as WeChat would, and read the reply.
+
+    Args:
+        openid: the sender.
+        fields: the message's own fields (``MsgType`` and after).
+        mode: ``plaintext``, ``compatible`` or ``safe``; None for the server's own mode.
 
     Returns:
-        ``{"status": int, "reply": str | None}``; status 0 when the callback could not be reached.
+        ``{"status": int, "reply": str | None, "mode": str}``; status 0 when the callback could
+        not be reached.
+
+    Raises:
+        APIError: an encrypted mode was asked for but no EncodingAESKey is configured.
     """
+    crypto: WeChatCrypto | None = current_app.extensions["wechat_crypto"]
+    mode = mode or (current_app.config["WECHAT_ENCRYPT_MODE"] if crypto else "plaintext")
+    if mode not in MODES:
+        raise APIError(400, "bad_mode", "mode 只能是 plaintext、compatible 或 safe。")
+    if mode != "plaintext" and crypto is None:
+        raise APIError(400, "no_key", "未配置 WECHAT_ENCODING_AES_KEY，只能发送明文消息。")
+    token = current_app.config["WECHAT_TOKEN"]
     timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**10))
-    xml = to_xml(
-        {
-            "ToUserName": current_app.config["EMULATOR_ACCOUNT_ID"],
-            "FromUserName": openid,
-            "CreateTime": int(timestamp),
-            **fields,
-        }
-    )
-    query = {
-        "signature": sign(current_app.config["WECHAT_TOKEN"], timestamp, nonce),
-        "timestamp": timestamp,
-        "nonce": nonce,
-        "openid": openid,
+    message = {
+        "ToUserName": current_app.config["EMULATOR_ACCOUNT_ID"],
+        "FromUserName": openid,
+        "CreateTime": int(timestamp),
+        **fields,
     }
+    query = {"signature": sign(token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce}
+    query["openid"] = openid
+    body = to_xml(message)
+    if crypto is not None and mode != "plaintext":
+        encrypt = crypto.encrypt(body)
+        query |= {"encrypt_type": "aes", "msg_signature": sign(token, timestamp, nonce, encrypt)}
+        # Compatible mode carries the plaintext fields beside the ciphertext; safe mode only
+        # the account id.
+        envelope = message if mode == "compatible" else {"ToUserName": message["ToUserName"]}
+        body = to_xml({**envelope, "Encrypt": encrypt})
     try:
         answer = requests.post(
             url_for("callback.receive", _external=True),
             params=query,
-            data=xml,
+            data=body,
             headers={"Content-Type": "text/xml"},
             timeout=WECHAT_REPLY_TIMEOUT,
         )
     except requests.RequestException as exc:
-        return {"status": 0, "reply": f"（回调无法访问：{type(exc).__name__}）"}
-    return {"status": answer.status_code, "reply": _reply_text(answer)}
+        return {"status": 0, "reply": f"（回调无法访问：{type(exc).__name__}）", "mode": mode}
+    return {"status": answer.status_code, "reply": _reply_text(answer, crypto), "mode": mode}
 
 
-def _reply_text(answer: requests.Response) -> str | None:
+def _reply_text(answer: requests.Response, crypto: WeChatCrypto | None) -> str | None:
     if answer.status_code != 200 or answer.content.strip() in (b"", b"success"):
         return None
     try:
-        return parse_message(answer.content).fields.get("Content")
-    except MalformedMessageError:
-        # WeChat shows this to the user when a reply is not valid XML.
+        fields = parse_fields(answer.content)
+        if "Encrypt" in fields and crypto is not None:
+            crypto.check_msg_signature(
+                fields.get("MsgSignature", ""),
+                fields.get("TimeStamp", ""),
+                fields.get("Nonce", ""),
+                fields["Encrypt"],
+            )
+            fields = parse_fields(crypto.decrypt(fields["Encrypt"])[0])
+        return fields.get("Content")
+    except WeChatError:
+        # WeChat shows this to the user when a reply is not valid (or not decryptable) XML.
         return "该公众号暂时无法提供服务，请稍后再试"

@@ -1,9 +1,13 @@
-"""The login flow without Flask: start an attempt, take a scan, redeem the code."""
+"""The login flow without Flask: start an attempt, take a scan (and the scanner's answer),
+redeem the code."""
 
+import enum
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import redis
 
@@ -11,18 +15,35 @@ from ..wechat.client import QRCode, WeChatClient
 from ..wechat.errors import WeChatError
 from ..wechat.messages import Message, ScanEvent
 from .hub import LoginHub
-from .store import Attempt, ConfirmOutcome, LoginStore, new_scene
+from .store import Attempt, AttemptContext, ConfirmOutcome, LoginStore, new_scene
 from .users import User, UserStore
 
 log = logging.getLogger(__name__)
 
-#: The passive reply the scanner sees in WeChat, per outcome of the scan.
-SCAN_REPLIES = {
-    ConfirmOutcome.CONFIRMED: "登录成功，请回到网页继续。",
-    ConfirmOutcome.ALREADY_CONFIRMED: "登录成功，请回到网页继续。",
-    ConfirmOutcome.TAKEN: "这个二维码已被其他微信用户使用。请在网页上刷新二维码后重新扫码。",
-    ConfirmOutcome.UNKNOWN: "二维码已过期或无效，请在网页上刷新二维码后重新扫码。",
-}
+#: A browser asking again gets its live QR code back if it has at least this long to live.
+REUSE_MIN_SECONDS = 30
+
+#: Times told to scanners are Beijing time.
+BEIJING = timezone(timedelta(hours=8))
+
+#: Replies that need no details of the attempt.
+TAKEN_REPLY = "这个二维码已被其他微信用户使用。请在网页上刷新二维码后重新扫码。"
+UNKNOWN_REPLY = "二维码已过期或无效，请在网页上刷新二维码后重新扫码。"
+CANCELLED_REPLY = "已取消本次登录。"
+NOTHING_PENDING_REPLY = "没有等待你确认的登录。如需登录，请在网页上刷新二维码后重新扫码。"
+NOTHING_TO_END_REPLY = "没有可以退出的登录。"
+ENDED_REPLY = "已退出此次登录。如果不是你本人在登录，请留意微信账号安全。"
+
+
+class ConfirmPolicy(enum.StrEnum):
+    """When the scanner must confirm in WeChat before the page is signed in (``LOGIN_CONFIRM``)."""
+
+    #: The scan signs in.
+    OFF = "off"
+    #: Every login asks "回复 1 确认登录，回复 0 取消".
+    ALWAYS = "always"
+    #: Only a browser this openid has not signed in from before asks.
+    NEW_DEVICE = "new_device"
 
 
 class LoginService:
@@ -34,6 +55,8 @@ class LoginService:
         users: user records.
         hub: the cross-worker push.
         qr_expire_seconds: the life asked of each QR code, in seconds.
+        confirm_policy: when the scanner must confirm in WeChat.
+        end_session: deletes a server-side session by id (for the scanner's "0").
         clock: returns the time in epoch seconds.
         executor: runs ``user/info`` look-ups off the callback's path (default: 2 threads).
     """
@@ -46,6 +69,8 @@ class LoginService:
         users: UserStore,
         hub: LoginHub,
         qr_expire_seconds: int,
+        confirm_policy: ConfirmPolicy = ConfirmPolicy.OFF,
+        end_session: Callable[[str], None] = lambda session_id: None,
         clock: Callable[[], float] = time.time,
         executor: Executor | None = None,
     ) -> None:
@@ -54,30 +79,45 @@ class LoginService:
         self.users = users
         self.hub = hub
         self.qr_expire_seconds = qr_expire_seconds
+        self.confirm_policy = ConfirmPolicy(confirm_policy)
+        self._end_session = end_session
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="user-info")
 
-    def start_attempt(self, browser_hash: str) -> tuple[Attempt, QRCode]:
-        """Create a QR code and the attempt bound to the browser that asked for it.
+    def start_attempt(self, browser_hash: str, context: AttemptContext) -> tuple[Attempt, QRCode]:
+        """Give the browser a QR code bound to it: its live one if it has one, else a new one.
 
         Args:
             browser_hash: ``hash_secret()`` of the browser's binding secret.
+            context: site, browser and IP, shown to the scanner.
 
         Returns:
-            ``(attempt, qrcode)``; the attempt lives as long as WeChat granted the QR.
+            ``(attempt, qrcode)``; ``qrcode.expire_seconds`` is the life left.
 
         Raises:
             WeChatError: WeChat refused or could not be reached.
             redis.RedisError: the attempt could not be stored.
         """
-        scene = new_scene(self._clock())
+        now = self._clock()
+        live = self.store.live_attempt_of(browser_hash)
+        if live is not None and live.expires_in(now) >= REUSE_MIN_SECONDS and live.qrcode_url:
+            # Spares WeChat's daily QR quota: reloads and extra tabs share one QR code.
+            return live, QRCode(live.ticket, live.expires_in(now), live.qrcode_url)
+        scene = new_scene(now)
         qrcode = self.wechat.create_qrcode(scene, self.qr_expire_seconds)
-        attempt = self.store.create_attempt(scene, browser_hash, qrcode.expire_seconds)
+        attempt = self.store.create_attempt(
+            scene,
+            browser_hash,
+            qrcode.expire_seconds,
+            ticket=qrcode.ticket,
+            qrcode_url=qrcode.url,
+            context=context,
+        )
         log.info("login attempt created scene=%s expire_seconds=%s", scene, qrcode.expire_seconds)
         return attempt, qrcode
 
     def handle_message(self, message: Message) -> str | None:
-        """Act on a verified callback message.
+        """Act on a verified callback message: a scan, or the scanner's "1" or "0".
 
         Args:
             message: the parsed message.
@@ -89,33 +129,92 @@ class LoginService:
         Raises:
             redis.RedisError: state could not be read or written (the caller still answers).
         """
-        scan = message.login_scan()
-        if scan is None:
+        action = self._action_for(message)
+        if action is None:
             return None
         earlier_reply = self.store.claim_callback(message.dedupe_key)
         if earlier_reply is not None:
-            log.info("retried callback deduplicated scene=%s", scan.scene_str)
+            log.info("retried callback deduplicated")
             return earlier_reply or None
         try:
-            reply = self._take_scan(scan)
+            reply = action()
         except Exception:
             self.store.release_callback(message.dedupe_key)
             raise
         self.store.remember_reply(message.dedupe_key, reply)
         return reply
 
+    def _action_for(self, message: Message) -> Callable[[], str] | None:
+        scan = message.login_scan()
+        if scan is not None:
+            return partial(self._take_scan, scan)
+        answer = message.fields.get("Content", "").strip() if message.MsgType == "text" else ""
+        if answer in ("1", "0"):
+            return partial(self._take_answer, message.FromUserName, answer)
+        return None
+
     def _take_scan(self, scan: ScanEvent) -> str:
-        outcome, _ = self.store.confirm(scan.scene_str, scan.openid)
+        attempt = self.store.get_attempt(scan.scene_str)
+        if attempt is not None and self._confirmation_due(scan.openid, attempt):
+            outcome, attempt = self.store.mark_scanned(scan.scene_str, scan.openid)
+        else:
+            outcome, attempt = self.store.confirm(scan.scene_str, scan.openid)
         kind = "new follower" if scan.new_follower else "returning follower"
         log.info("scan by a %s scene=%s outcome=%s", kind, scan.scene_str, outcome.value)
         if outcome is ConfirmOutcome.CONFIRMED:
-            self.users.record_login(scan.openid)
-            # State first, then the push: a waiter that misses it still reads the truth.
+            self._signed_in(scan.openid, scan.scene_str)
+        elif outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
             self.hub.publish(scan.scene_str)
-            user = self.users.get(scan.openid)
-            if user is not None and user.unionid is None:
-                self._executor.submit(self._fetch_unionid, scan.openid)
-        return SCAN_REPLIES[outcome]
+        return self._reply(outcome, attempt)
+
+    def _take_answer(self, openid: str, answer: str) -> str:
+        scene = self.store.pending_scene(openid)
+        if answer == "1":
+            if scene is None:
+                return NOTHING_PENDING_REPLY
+            outcome, attempt = self.store.confirm(scene, openid)
+            log.info("confirmation answered scene=%s outcome=%s", scene, outcome.value)
+            if outcome is ConfirmOutcome.CONFIRMED:
+                self._signed_in(openid, scene)
+            return self._reply(outcome, attempt)
+        if scene is not None:
+            outcome, attempt = self.store.cancel(scene, openid)
+            log.info("cancellation answered scene=%s outcome=%s", scene, outcome.value)
+            self.hub.publish(scene)
+            return self._reply(outcome, attempt)
+        ended_scene, session_id = self.store.end_recent_login(openid)
+        if ended_scene is None:
+            return NOTHING_TO_END_REPLY
+        if session_id:
+            self._end_session(session_id)
+        log.info("login ended by its scanner scene=%s", ended_scene)
+        self.hub.publish(ended_scene)
+        return ENDED_REPLY
+
+    def _confirmation_due(self, openid: str, attempt: Attempt) -> bool:
+        if self.confirm_policy is ConfirmPolicy.ALWAYS:
+            return True
+        if self.confirm_policy is ConfirmPolicy.NEW_DEVICE:
+            return not self.users.knows_device(openid, attempt.browser_hash)
+        return False
+
+    def _signed_in(self, openid: str, scene: str) -> None:
+        self.users.record_login(openid)
+        # State first, then the push: a waiter that misses it still reads the truth.
+        self.hub.publish(scene)
+        user = self.users.get(openid)
+        if user is not None and user.unionid is None:
+            self._executor.submit(self._fetch_unionid, openid)
+
+    def _reply(self, outcome: ConfirmOutcome, attempt: Attempt | None) -> str:
+        if attempt is None or outcome in (ConfirmOutcome.UNKNOWN, ConfirmOutcome.TAKEN):
+            return TAKEN_REPLY if outcome is ConfirmOutcome.TAKEN else UNKNOWN_REPLY
+        if outcome is ConfirmOutcome.CANCELLED:
+            return CANCELLED_REPLY
+        details = describe(attempt)
+        if outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
+            return f"你正在登录 {details}\n\n回复 1 确认登录，回复 0 取消。"
+        return f"登录成功：{details}\n\n如果不是你本人在登录，请回复 0 退出此次登录。"
 
     def _fetch_unionid(self, openid: str) -> None:
         # Off the callback's path: WeChat waits only 5 s for our reply.
@@ -126,23 +225,36 @@ class LoginService:
         except (WeChatError, redis.RedisError) as exc:
             log.warning("user/info look-up failed, unionid unknown for now: %s", exc)
 
-    def redeem(self, code: str, browser_hash: str) -> User:
-        """Turn a one-time code into the signed-in user.
+    def redeem(self, code: str, browser_hash: str) -> tuple[User, str]:
+        """Turn a one-time code into the signed-in user, and remember this browser for them.
 
         Args:
             code: the code the websocket delivered.
             browser_hash: ``hash_secret()`` of the redeeming browser's binding secret.
 
         Returns:
-            The ``User``.
+            ``(user, scene)``; bind the new session to the scene with ``store.bind_session``.
 
         Raises:
-            RedeemError: unknown, expired, used, or another browser's code.
+            RedeemError: unknown, expired, used, revoked, or another browser's code.
         """
-        openid = self.store.redeem(code, browser_hash)
+        openid, scene = self.store.redeem(code, browser_hash)
+        self.users.add_device(openid, browser_hash)
         user = self.users.get(openid)
         if user is None:  # the scan's record_login failed after its confirm; count it now
             self.users.record_login(openid)
             user = self.users.get(openid)
-        log.info("login code redeemed")
-        return user
+        log.info("login code redeemed scene=%s", scene)
+        return user, scene
+
+
+def describe(attempt: Attempt) -> str:
+    """The attempt as the scanner reads it: site, then browser and OS, IP and time, a line each."""
+    created = datetime.fromtimestamp(attempt.created_at, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+    context = attempt.context
+    return (
+        f"{context.site or '网站'}\n"
+        f"浏览器：{context.browser or '未知'}\n"
+        f"IP 地址：{context.ip or '未知'}\n"
+        f"时间：{created}（北京时间）"
+    )

@@ -45,7 +45,26 @@ class Status(enum.StrEnum):
     """Where an attempt stands."""
 
     WAITING = "waiting"
+    #: Scanned; the scanner is asked to confirm in WeChat (``LOGIN_CONFIRM``).
+    SCANNED = "scanned"
     CONFIRMED = "confirmed"
+    #: The scanner answered 0: nobody signs in with this QR code.
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class AttemptContext:
+    """What the scanner is told is being signed in.
+
+    Attributes:
+        site: the host the page was served from.
+        browser: browser and OS, e.g. ``Chrome 120 / Windows 10``.
+        ip: the client IP address.
+    """
+
+    site: str = ""
+    browser: str = ""
+    ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,9 +75,11 @@ class Attempt:
         scene: its ``scene_str``.
         browser_hash: SHA-256 hex of the browser's binding secret.
         created_at, expires_at: epoch seconds; ``expires_at`` is the end of the QR's life.
-        status: ``Status.WAITING`` or ``Status.CONFIRMED``.
-        openid: the scanner, once confirmed.
+        status: a ``Status``.
+        openid: the scanner, once scanned.
         code: the one-time code for the browser, once confirmed.
+        ticket, qrcode_url: the QR code WeChat made for it (given back to the same browser).
+        context: site, browser and IP of the attempt, for the scanner to check.
     """
 
     scene: str
@@ -68,6 +89,9 @@ class Attempt:
     status: Status
     openid: str | None = None
     code: str | None = None
+    ticket: str = ""
+    qrcode_url: str = ""
+    context: AttemptContext = AttemptContext()
 
     def owned_by(self, browser_hash: str) -> bool:
         """Tell, in constant time, whether the browser with this secret hash made the attempt."""
@@ -79,15 +103,19 @@ class Attempt:
 
 
 class ConfirmOutcome(enum.Enum):
-    """What a scan did to an attempt."""
+    """What a scan, or the scanner's answer, did to an attempt."""
 
-    #: The attempt was waiting and is now confirmed by this scan.
+    #: The attempt is now confirmed by this openid.
     CONFIRMED = "confirmed"
     #: The same openid had already confirmed it (a retry or a second scan): nothing changed.
     ALREADY_CONFIRMED = "already_confirmed"
-    #: Another openid confirmed it first: this scan signs nobody in.
+    #: Scanned by this openid, who is asked to confirm in WeChat (again, for a second scan).
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
+    #: The scanner cancelled it.
+    CANCELLED = "cancelled"
+    #: Another openid scanned it first: this one signs nobody in.
     TAKEN = "taken"
-    #: No such attempt, or it expired.
+    #: No such attempt, or it expired or was cancelled.
     UNKNOWN = "unknown"
 
 
@@ -101,6 +129,7 @@ class LoginStore:
     Args:
         redis_client: a client with ``decode_responses=True``.
         code_ttl: life of a one-time code, in seconds.
+        recent_ttl: how long a login can be ended by the scanner's "0", in seconds.
         clock: returns the time in epoch seconds (tests inject their own).
     """
 
@@ -109,29 +138,51 @@ class LoginStore:
         redis_client: redis.Redis,
         *,
         code_ttl: int = 60,
+        recent_ttl: int = 7 * 86400,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis_client
         self._code_ttl = code_ttl
+        self._recent_ttl = recent_ttl
         self._clock = clock
 
     @staticmethod
     def _attempt_key(scene: str) -> str:
         return f"login:attempt:{scene}"
 
-    def create_attempt(self, scene: str, browser_hash: str, expire_seconds: int) -> Attempt:
+    def create_attempt(
+        self,
+        scene: str,
+        browser_hash: str,
+        expire_seconds: int,
+        *,
+        ticket: str = "",
+        qrcode_url: str = "",
+        context: AttemptContext = AttemptContext(),
+    ) -> Attempt:
         """Store a new waiting attempt that lives exactly as long as its QR.
 
         Args:
             scene: a fresh ``new_scene()`` value.
             browser_hash: ``hash_secret()`` of the browser's binding secret.
             expire_seconds: the QR's life, in seconds.
+            ticket, qrcode_url: the QR code, so the same browser can be given it again.
+            context: site, browser and IP, for the scanner to check.
 
         Returns:
             The stored ``Attempt``.
         """
         now = self._clock()
-        attempt = Attempt(scene, browser_hash, now, now + expire_seconds, Status.WAITING)
+        attempt = Attempt(
+            scene,
+            browser_hash,
+            now,
+            now + expire_seconds,
+            Status.WAITING,
+            ticket=ticket,
+            qrcode_url=qrcode_url,
+            context=context,
+        )
         key = self._attempt_key(scene)
         with self._redis.pipeline() as pipe:
             pipe.hset(
@@ -141,9 +192,15 @@ class LoginStore:
                     "created_at": repr(now),
                     "expires_at": repr(attempt.expires_at),
                     "status": attempt.status.value,
+                    "ticket": ticket,
+                    "qrcode_url": qrcode_url,
+                    "site": context.site,
+                    "browser": context.browser,
+                    "ip": context.ip,
                 },
             )
             pipe.expire(key, expire_seconds)
+            pipe.set(f"login:browser:{browser_hash}", scene, ex=expire_seconds)
             pipe.execute()
         return attempt
 
@@ -151,10 +208,18 @@ class LoginStore:
         """Load an attempt.
 
         Returns:
-            The ``Attempt``; None when there is none, or when it is still waiting past its QR's
-            life (Redis's TTL is the backstop, this check is exact to the clock).
+            The ``Attempt``; None when there is none, or when it is still open (waiting or
+            scanned) past its QR's life (Redis's TTL is the backstop, this check is exact).
         """
         return self._attempt_from(scene, self._redis.hgetall(self._attempt_key(scene)))
+
+    def live_attempt_of(self, browser_hash: str) -> Attempt | None:
+        """The browser's latest attempt if it still waits for a scan, else None."""
+        scene = self._redis.get(f"login:browser:{browser_hash}")
+        attempt = self.get_attempt(scene) if scene else None
+        if attempt is None or attempt.status is not Status.WAITING:
+            return None
+        return attempt if attempt.owned_by(browser_hash) else None
 
     def _attempt_from(self, scene: str, data: dict[str, str]) -> Attempt | None:
         if not data:
@@ -167,54 +232,121 @@ class LoginStore:
             status=Status(data["status"]),
             openid=data.get("openid"),
             code=data.get("code"),
+            ticket=data.get("ticket", ""),
+            qrcode_url=data.get("qrcode_url", ""),
+            context=AttemptContext(
+                data.get("site", ""), data.get("browser", ""), data.get("ip", "")
+            ),
         )
-        if attempt.status is Status.WAITING and self._clock() >= attempt.expires_at:
+        still_open = attempt.status in (Status.WAITING, Status.SCANNED)
+        if still_open and self._clock() >= attempt.expires_at:
             return None
         return attempt
 
     def confirm(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
-        """Mark a waiting attempt confirmed by a scan, atomically, once.
+        """Mark an attempt confirmed by ``openid``, atomically, once.
 
+        From waiting (a scan, no confirmation asked) or scanned by the same openid (their "1").
         The attempt then lives as long as its one-time code, so that a browser reconnecting
-        shortly after the scan still gets the code.
-
-        Args:
-            scene: the scanned ``scene_str``.
-            openid: the scanner.
+        shortly after still gets the code.
 
         Returns:
-            ``(outcome, attempt)``; the attempt is None for ``ConfirmOutcome.UNKNOWN``.
+            ``(outcome, attempt)``: ``CONFIRMED``, ``ALREADY_CONFIRMED``, ``TAKEN`` or
+            ``UNKNOWN`` (attempt None).
         """
-        key = self._attempt_key(scene)
 
-        def transition(pipe: redis.client.Pipeline) -> tuple[ConfirmOutcome, Attempt | None]:
-            attempt = self._attempt_from(scene, pipe.hgetall(key))
-            if attempt is None:
-                return ConfirmOutcome.UNKNOWN, None
+        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> ConfirmOutcome:
             if attempt.status is Status.CONFIRMED:
-                same = hmac.compare_digest(attempt.openid or "", openid)
-                return (ConfirmOutcome.ALREADY_CONFIRMED if same else ConfirmOutcome.TAKEN), attempt
+                return ConfirmOutcome.ALREADY_CONFIRMED
+            if attempt.status is Status.CANCELLED:
+                return ConfirmOutcome.UNKNOWN
             code = secrets.token_urlsafe(32)
+            key = self._attempt_key(scene)
             pipe.multi()
             pipe.hset(
                 key, mapping={"status": Status.CONFIRMED.value, "openid": openid, "code": code}
             )
             pipe.expire(key, self._code_ttl)
             pipe.set(f"login:code:{code}", scene, ex=self._code_ttl)
-            confirmed = Attempt(
-                scene,
-                attempt.browser_hash,
-                attempt.created_at,
-                attempt.expires_at,
-                Status.CONFIRMED,
-                openid,
-                code,
+            pipe.delete(f"login:pending:{openid}")
+            pipe.set(f"login:recent:{openid}", scene, ex=self._recent_ttl)
+            return ConfirmOutcome.CONFIRMED
+
+        return self._transition(scene, openid, decide)
+
+    def mark_scanned(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
+        """Mark a waiting attempt scanned by ``openid``, whose confirmation is now awaited.
+
+        Returns:
+            ``(outcome, attempt)``: ``AWAITING_CONFIRMATION`` (also for the same openid
+            scanning again), ``ALREADY_CONFIRMED``, ``TAKEN`` or ``UNKNOWN``.
+        """
+
+        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> ConfirmOutcome:
+            if attempt.status is Status.CONFIRMED:
+                return ConfirmOutcome.ALREADY_CONFIRMED
+            if attempt.status is Status.CANCELLED:
+                return ConfirmOutcome.UNKNOWN
+            left = max(int(attempt.expires_at - self._clock()), 1)
+            pipe.multi()
+            pipe.hset(
+                self._attempt_key(scene),
+                mapping={"status": Status.SCANNED.value, "openid": openid},
             )
-            return ConfirmOutcome.CONFIRMED, confirmed
+            # One pending confirmation per openid: their next "1" or "0" answers this one.
+            pipe.set(f"login:pending:{openid}", scene, ex=left)
+            return ConfirmOutcome.AWAITING_CONFIRMATION
 
-        return self._redis.transaction(transition, key, value_from_callable=True)
+        return self._transition(scene, openid, decide)
 
-    def redeem(self, code: str, browser_hash: str) -> str:
+    def cancel(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
+        """Cancel an attempt scanned by ``openid`` and awaiting their confirmation.
+
+        Returns:
+            ``(outcome, attempt)``: ``CANCELLED``, ``ALREADY_CONFIRMED``, ``TAKEN`` or
+            ``UNKNOWN``.
+        """
+
+        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> ConfirmOutcome:
+            if attempt.status is Status.CONFIRMED:
+                return ConfirmOutcome.ALREADY_CONFIRMED
+            if attempt.status is not Status.SCANNED:
+                return ConfirmOutcome.UNKNOWN
+            pipe.multi()
+            pipe.hset(self._attempt_key(scene), "status", Status.CANCELLED.value)
+            pipe.delete(f"login:pending:{openid}")
+            return ConfirmOutcome.CANCELLED
+
+        return self._transition(scene, openid, decide)
+
+    def _transition(
+        self,
+        scene: str,
+        openid: str,
+        decide: Callable[[redis.client.Pipeline, Attempt], ConfirmOutcome],
+    ) -> tuple[ConfirmOutcome, Attempt | None]:
+        """Read the attempt under WATCH, let ``decide`` queue its writes, commit atomically.
+
+        Someone else's attempt (another openid already on it) is ``TAKEN`` without a write.
+        """
+        key = self._attempt_key(scene)
+
+        def run(pipe: redis.client.Pipeline) -> ConfirmOutcome:
+            attempt = self._attempt_from(scene, pipe.hgetall(key))
+            if attempt is None:
+                return ConfirmOutcome.UNKNOWN
+            if attempt.openid and not hmac.compare_digest(attempt.openid, openid):
+                return ConfirmOutcome.TAKEN
+            return decide(pipe, attempt)
+
+        outcome = self._redis.transaction(run, key, value_from_callable=True)
+        return outcome, self.get_attempt(scene) if outcome is not ConfirmOutcome.UNKNOWN else None
+
+    def pending_scene(self, openid: str) -> str | None:
+        """The scene whose confirmation ``openid`` was asked for, if still open."""
+        return self._redis.get(f"login:pending:{openid}")
+
+    def redeem(self, code: str, browser_hash: str) -> tuple[str, str]:
         """Spend a one-time code from the browser that made the attempt.
 
         Args:
@@ -222,11 +354,11 @@ class LoginStore:
             browser_hash: ``hash_secret()`` of the redeeming browser's binding secret.
 
         Returns:
-            The openid that scanned.
+            ``(openid, scene)``: who scanned, and which attempt it was.
 
         Raises:
-            RedeemError: the code is unknown, expired or used, or belongs to another browser
-                (that browser's code stays usable).
+            RedeemError: the code is unknown, expired, used or revoked, or belongs to another
+                browser (that browser's code stays usable).
         """
         code_key = f"login:code:{code}"
         scene = self._redis.get(code_key)
@@ -239,7 +371,39 @@ class LoginStore:
         if not self._redis.delete(code_key):
             raise RedeemError("code already used")
         self._redis.delete(self._attempt_key(scene))
-        return attempt.openid
+        return attempt.openid, scene
+
+    def bind_session(self, scene: str, session_id: str) -> None:
+        """Remember which session a login became, so its scanner can end it with "0"."""
+        self._redis.set(f"login:session:{scene}", session_id, ex=self._recent_ttl)
+
+    def end_recent_login(self, openid: str) -> tuple[str | None, str | None]:
+        """End ``openid``'s latest login: its code stops working, its session is given back.
+
+        Returns:
+            ``(scene, session_id)``: the login ended (None if there was none), and the session
+            it became (None if not redeemed yet), for the caller to delete.
+        """
+        scene = self._redis.get(f"login:recent:{openid}")
+        if not scene:
+            return None, None
+        attempt = self.get_attempt(scene)
+        with self._redis.pipeline() as pipe:
+            if attempt is not None and attempt.code:
+                pipe.delete(f"login:code:{attempt.code}")
+            pipe.delete(self._attempt_key(scene), f"login:recent:{openid}")
+            pipe.getdel(f"login:session:{scene}")
+            session_id = pipe.execute()[-1]
+        return scene, session_id
+
+    def claim_signature(self, signature: str, window_seconds: int) -> bool:
+        """Record a callback's ``signature`` as used; False if it was seen inside the window.
+
+        A signature covers (Token, timestamp, nonce): a second use is a replay.
+        """
+        return bool(
+            self._redis.set(f"wechat:signature:{signature}", "1", nx=True, ex=window_seconds)
+        )
 
     def claim_callback(self, dedupe_key: str) -> str | None:
         """Claim a callback for processing, or learn the reply already given to it.

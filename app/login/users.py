@@ -76,6 +76,14 @@ class UserStore:
 
         self._redis.transaction(attach, key)
 
+    def add_device(self, openid: str, browser_hash: str) -> None:
+        """Remember that ``openid`` signed in from the browser with this binding-secret hash."""
+        self._redis.sadd(f"user:{openid}:devices", browser_hash)
+
+    def knows_device(self, openid: str, browser_hash: str) -> bool:
+        """Tell whether ``openid`` has signed in from this browser before."""
+        return bool(self._redis.sismember(f"user:{openid}:devices", browser_hash))
+
     def get(self, openid: str) -> User | None:
         """Load a user, or None if they never signed in."""
         data = self._redis.hgetall(f"user:{openid}")

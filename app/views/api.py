@@ -1,27 +1,45 @@
 """The JSON API: start a login, redeem its code, who am I, log out."""
 
-from flask import Blueprint, Response, jsonify, request, session, url_for
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, session, url_for
+from flask_limiter import Limiter
 
-from ..extensions import login_service
+from ..extensions import client_ip, login_service
 from ..login.qrimage import qr_data_uri
-from ..login.store import RedeemError
+from ..login.store import AttemptContext, RedeemError
+from ..login.useragent import describe_browser
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
+from .security import require_same_origin
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
+@bp.before_request
+def same_origin_only() -> None:
+    """Every POST comes from our own pages (CSRF, and a cross-site reset of the binding cookie).
+
+    Browsers send no ``Origin`` on same-origin GETs, and ``/api/me`` changes nothing.
+    """
+    if request.method != "GET":
+        require_same_origin()
+
+
 @bp.post("/login/qrcode")
 def create_login_qrcode() -> Response:
-    """Start a login attempt bound to this browser.
+    """Start a login attempt bound to this browser (or give back its live one).
 
     Returns:
         200 ``{"scene": str, "qrcode": str, "image": str, "expires_in": int (seconds),
-        "ws": str}``; the binding cookie is set if the browser had none. 502 when WeChat fails,
-        with a message for the page.
+        "ws": str}``; the binding cookie is set if the browser had none. 502 when WeChat fails
+        and 429 over ``LOGIN_RATE_LIMIT``, each with a message for the page.
     """
     owner, new_secret = browser_binding()
-    attempt, qrcode = login_service().start_attempt(owner)
+    context = AttemptContext(
+        site=request.host,
+        browser=describe_browser(request.headers.get("User-Agent", "")),
+        ip=client_ip(),
+    )
+    attempt, qrcode = login_service().start_attempt(owner, context)
     scheme = "wss" if request.is_secure else "ws"
     response = jsonify(
         scene=attempt.scene,
@@ -36,6 +54,18 @@ def create_login_qrcode() -> Response:
     return response
 
 
+def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
+    """Limit QR creation per client IP and per browser, each to ``rate`` (``LOGIN_RATE_LIMIT``).
+
+    Applied while the app is built, since the limiter belongs to the app.
+    """
+    view = app.view_functions["api.create_login_qrcode"]
+    view = limiter.limit(rate, key_func=lambda: "ip:" + client_ip())(view)
+    # A browser without a binding cookie yet is counted by its address.
+    view = limiter.limit(rate, key_func=lambda: "browser:" + (browser_hash() or client_ip()))(view)
+    app.view_functions["api.create_login_qrcode"] = view
+
+
 @bp.post("/login/redeem")
 def redeem() -> Response:
     """Exchange the one-time code for a session, from the browser that made the attempt.
@@ -43,8 +73,8 @@ def redeem() -> Response:
     Body: ``{"code": str}``.
 
     Returns:
-        200 with the user JSON (see ``User.to_json``) and a fresh session cookie; 400 for a
-        missing, unknown, expired, used or foreign code.
+        200 with the user JSON (see ``User.to_json``) and a new session cookie; 400 for a
+        missing, unknown, expired, used, revoked or foreign code.
     """
     body = request.get_json(silent=True)
     code = body.get("code") if isinstance(body, dict) else None
@@ -54,12 +84,14 @@ def redeem() -> Response:
     try:
         if owner is None:
             raise RedeemError("no binding cookie")
-        user = login_service().redeem(code, owner)
+        user, scene = login_service().redeem(code, owner)
     except RedeemError:
         raise APIError(400, "invalid_code", "登录码无效或已过期，请重新扫码。") from None
-    # A fresh session: nothing from before the login carries over.
+    # A fresh session under a fresh id: nothing from before the login carries over (fixation).
     session.clear()
     session["openid"] = user.openid
+    current_app.session_interface.regenerate(session)
+    login_service().store.bind_session(scene, session.sid)
     return jsonify(user.to_json())
 
 

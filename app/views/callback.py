@@ -1,16 +1,19 @@
 """The WeChat callback: URL verification (GET) and pushed messages and events (POST).
 
+Plaintext, compatible and safe mode (``WECHAT_ENCODING_AES_KEY``, ``WECHAT_ENCRYPT_MODE``).
 Doc followed: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Access_Overview.html
 """
 
 import logging
 import time
 
+import redis
 from flask import Blueprint, Response, abort, current_app, request
 
 from ..extensions import login_service
-from ..wechat.errors import MalformedMessageError
-from ..wechat.messages import MAX_MESSAGE_BYTES, parse_message, text_reply
+from ..wechat.crypto import WeChatCrypto
+from ..wechat.errors import DecryptionError, InvalidSignatureError, MalformedMessageError
+from ..wechat.messages import MAX_MESSAGE_BYTES, parse_fields, parse_message, text_reply
 from ..wechat.signature import check_signature
 
 log = logging.getLogger(__name__)
@@ -23,16 +26,37 @@ BUSY_REPLY = "登录服务暂时繁忙，请稍后在网页上刷新二维码重
 
 @bp.before_request
 def require_signature() -> None:
-    """Answer 403 unless ``signature`` matches our Token (checked in constant time)."""
+    """Answer 403 unless ``signature`` matches our Token (checked in constant time), and, for
+    a POST, unless it is fresh and seen for the first time (a captured callback is no key)."""
     args = request.args
+    signature, timestamp = args.get("signature", ""), args.get("timestamp", "")
     if not check_signature(
-        current_app.config["WECHAT_TOKEN"],
-        args.get("signature", ""),
-        args.get("timestamp", ""),
-        args.get("nonce", ""),
+        current_app.config["WECHAT_TOKEN"], signature, timestamp, args.get("nonce", "")
     ):
         log.warning("callback refused: bad signature from %s", request.remote_addr)
         abort(403, "invalid signature")
+    if request.method == "POST":
+        _refuse_replay(signature, timestamp)
+
+
+def _refuse_replay(signature: str, timestamp: str) -> None:
+    # In plaintext mode the signature does not cover the body: without this, one captured
+    # query would let anyone post any scan, e.g. of their own QR code in someone's name.
+    max_age = current_app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
+    if not timestamp.isascii() or not timestamp.isdigit():
+        abort(403, "invalid timestamp")
+    if abs(time.time() - int(timestamp)) > max_age:
+        log.warning("callback refused: timestamp %s is outside the window", timestamp)
+        abort(403, "stale timestamp")
+    try:
+        first_use = login_service().store.claim_signature(signature, 2 * max_age)
+    except redis.RedisError as exc:
+        # Nothing can change without Redis either: answer the message, don't lose it here.
+        log.error("replay check skipped, Redis unavailable: %s", exc)
+        return
+    if not first_use:
+        log.warning("callback refused: replayed signature")
+        abort(403, "replayed request")
 
 
 @bp.get("/callback")
@@ -46,15 +70,30 @@ def receive() -> Response:
     """Take a message or event; answer quickly with a passive reply or ``success``.
 
     Returns:
-        200 with reply XML or ``success``; 400 for a body that is not a WeChat message; 413
-        for one over ``MAX_MESSAGE_BYTES``. Our own failures still get a quick polite reply.
+        200 with reply XML (encrypted when the request was) or ``success``; 400 for a body that
+        is not a WeChat message, does not decrypt, or is plaintext in safe mode; 403 for a bad
+        ``msg_signature``; 413 for one over ``MAX_MESSAGE_BYTES``. Our own failures still get
+        a quick polite reply.
     """
     body = request.stream.read(MAX_MESSAGE_BYTES + 1)
     if len(body) > MAX_MESSAGE_BYTES:
         abort(413, "message too large")
+    crypto: WeChatCrypto | None = current_app.extensions["wechat_crypto"]
+    encrypted = request.args.get("encrypt_type", "raw") == "aes"
+    if encrypted and crypto is None:
+        abort(400, "encrypted message, but no EncodingAESKey is configured")
+    if not encrypted and crypto is not None and current_app.config["WECHAT_ENCRYPT_MODE"] == "safe":
+        log.warning("callback refused: plaintext message in safe mode")
+        abort(400, "plaintext messages are refused in safe mode")
+    key_index = None
     try:
+        if encrypted:
+            body, key_index = _decrypt(crypto, body)
         message = parse_message(body)
-    except MalformedMessageError as exc:
+    except InvalidSignatureError:
+        log.warning("callback refused: bad msg_signature from %s", request.remote_addr)
+        abort(403, "invalid msg_signature")
+    except (MalformedMessageError, DecryptionError) as exc:
         log.warning("callback refused: %s", exc)
         abort(400, "malformed message")
     try:
@@ -65,4 +104,25 @@ def receive() -> Response:
     if content is None:
         return Response("success", mimetype="text/plain")
     reply = text_reply(message.FromUserName, message.ToUserName, content, int(time.time()))
+    if key_index is not None:
+        reply = crypto.envelope(reply, key_index)  # answer with the key the message came with
     return Response(reply, mimetype="application/xml")
+
+
+def _decrypt(crypto: WeChatCrypto, body: bytes) -> tuple[bytes, int]:
+    """Check ``msg_signature`` over the envelope's ``Encrypt`` and decrypt it.
+
+    Returns:
+        ``(message XML, index of the key that worked)``.
+
+    Raises:
+        MalformedMessageError, InvalidSignatureError, DecryptionError.
+    """
+    encrypt = parse_fields(body).get("Encrypt", "")
+    if not encrypt:
+        raise MalformedMessageError("encrypted message without Encrypt")
+    args = request.args
+    crypto.check_msg_signature(
+        args.get("msg_signature", ""), args.get("timestamp", ""), args.get("nonce", ""), encrypt
+    )
+    return crypto.decrypt(encrypt)

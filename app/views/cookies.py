@@ -3,12 +3,14 @@
 import secrets
 
 from flask import Flask, Response, request
-from flask.sessions import SecureCookieSessionInterface
+from flask_session.redis import RedisSessionInterface
 
 from ..login.store import hash_secret
 
 #: Holds the random secret that binds login attempts to this browser (Redis keeps its hash).
+#: Long-lived: it also tells a known device from a new one (``LOGIN_CONFIRM=new_device``).
 BROWSER_COOKIE = "wxlogin_browser"
+BROWSER_COOKIE_SECONDS = 365 * 86400
 
 
 def browser_hash() -> str | None:
@@ -39,6 +41,7 @@ def set_browser_cookie(response: Response, secret: str) -> None:
     response.set_cookie(
         BROWSER_COOKIE,
         secret,
+        max_age=BROWSER_COOKIE_SECONDS,
         httponly=True,
         samesite="Lax",
         secure=request.is_secure,
@@ -46,12 +49,17 @@ def set_browser_cookie(response: Response, secret: str) -> None:
     )
 
 
-class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, marked Secure whenever the request came over https.
+class SessionInterface(RedisSessionInterface):
+    """Server-side sessions in Redis (Flask-Session), so a login can be ended from WeChat.
 
-    Local development on plain http keeps working; behind a proxy, set ``TRUSTED_PROXIES`` so
-    that its ``X-Forwarded-Proto`` counts.
+    The cookie holds only a random session id, and is marked Secure whenever the request came
+    over https (behind a proxy, set ``TRUSTED_PROXIES`` so that its ``X-Forwarded-Proto``
+    counts); local development on plain http keeps working.
     """
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return request.is_secure or super().get_cookie_secure(app)
+
+    def end(self, session_id: str) -> None:
+        """Delete a session by id: its browser is signed out at its next request."""
+        self.client.delete(self.key_prefix + session_id)

@@ -1,7 +1,9 @@
 """The websocket a login page waits on: ``/ws/login/<scene>``.
 
-Frames (JSON text): ``{"status": "waiting", "expires_in": N}`` at once, then exactly one of
-``{"status": "confirmed", "code": str}`` or ``{"status": "expired"}``, then a close handshake.
+Frames (JSON text): ``{"status": "waiting", "expires_in": N}`` at once; ``{"status":
+"scanned"}`` when the scanner is asked to confirm in WeChat; then exactly one of
+``{"status": "confirmed", "code": str}``, ``{"status": "cancelled"}`` or ``{"status":
+"expired"}``, then a close handshake.
 """
 
 import json
@@ -19,6 +21,7 @@ from wsproto.frame_protocol import CloseReason
 from ..extensions import login_service, sock
 from ..login.store import Attempt, Status
 from .cookies import browser_hash
+from .security import require_same_origin
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,9 @@ CLOSE_HANDSHAKE_SECONDS = 2.0
 
 @bp.before_request
 def only_the_browser_that_asked() -> None:
-    """Refuse the handshake (403, no upgrade, no data) unless this browser owns the attempt."""
+    """Refuse the handshake (403, no upgrade, no data) unless it comes from one of our pages in
+    the browser that owns the attempt."""
+    require_same_origin()
     scene = (request.view_args or {}).get("scene", "")
     owner = browser_hash()
     attempt = login_service().store.get_attempt(scene) if owner and len(scene) <= 64 else None
@@ -52,7 +57,11 @@ def login_socket(ws: Server, scene: str) -> None:
         attempt = _reread(scene, g.attempt)
         now = time.time()
         ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt, now)}))
+        told_scanned = False
         while (frame := _terminal_frame(attempt)) is None:
+            if attempt.status is Status.SCANNED and not told_scanned:
+                ws.send(json.dumps({"status": "scanned"}))
+                told_scanned = True
             if not ws.connected:
                 return  # the browser left; it resumes by reconnecting
             left = attempt.expires_at - time.time()
@@ -75,6 +84,8 @@ def _terminal_frame(attempt: Attempt | None) -> dict[str, Any] | None:
         return {"status": "expired"}
     if attempt.status is Status.CONFIRMED:
         return {"status": "confirmed", "code": attempt.code}
+    if attempt.status is Status.CANCELLED:
+        return {"status": "cancelled"}
     return None
 
 

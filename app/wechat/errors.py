@@ -7,7 +7,8 @@ The tree::
     │   └── InvalidCredentialError  40001 / 40014 / 42001: the access_token is stale
     ├── WeChatTransportError        timeout, connection failure, non-JSON or non-2xx answer
     ├── InvalidSignatureError       a callback whose signature does not match our Token
-    └── MalformedMessageError       a callback body that is not a well-formed WeChat message
+    ├── MalformedMessageError       a callback body that is not a well-formed WeChat message
+    └── DecryptionError             an encrypted message no key of ours decrypts to our AppID
 """
 
 
@@ -48,6 +49,11 @@ class InvalidSignatureError(WeChatError):
 
 class MalformedMessageError(WeChatError):
     """A callback body is not a well-formed, DTD-free WeChat XML message of acceptable size."""
+
+
+class DecryptionError(WeChatError):
+    """An ``Encrypt`` value that is not base64, has bad padding (wrong key, tampered) or a
+    broken frame, or that was encrypted for another AppID."""
 
 
 def api_error(errcode: int, errmsg: str) -> WeChatAPIError:

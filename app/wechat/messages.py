@@ -120,10 +120,7 @@ class ScanEvent:
 
 
 def parse_message(body: bytes) -> Message:
-    """Parse a callback body.
-
-    The parser resolves no entities, loads no DTD and never touches the network; any DOCTYPE is
-    refused outright, so XXE and entity-expansion bombs cannot get through.
+    """Parse a plaintext callback body (or a decrypted one).
 
     Args:
         body: the raw POST body.
@@ -132,8 +129,34 @@ def parse_message(body: bytes) -> Message:
         The ``Message``.
 
     Raises:
-        MalformedMessageError: too large, not well-formed XML, a DOCTYPE, a root other than
-            ``<xml>``, a missing required field or a non-numeric ``CreateTime``.
+        MalformedMessageError: as ``parse_fields``, or a missing required field or a
+            non-numeric ``CreateTime``.
+    """
+    fields = parse_fields(body)
+    missing = [name for name in _REQUIRED_FIELDS if not fields.get(name)]
+    if missing:
+        raise MalformedMessageError(f"missing {', '.join(missing)}")
+    # isascii() too: isdigit() also accepts digits such as "²" that int() cannot read.
+    if not (fields["CreateTime"].isascii() and fields["CreateTime"].isdigit()):
+        raise MalformedMessageError("CreateTime is not a number")
+    return Message(fields)
+
+
+def parse_fields(body: bytes) -> dict[str, str]:
+    """Parse WeChat's flat ``<xml>`` document into tag -> text.
+
+    The parser resolves no entities, loads no DTD and never touches the network; any DOCTYPE is
+    refused outright, so XXE and entity-expansion bombs cannot get through.
+
+    Args:
+        body: the raw XML.
+
+    Returns:
+        Every top-level element's text, by tag (the encrypted envelope's ``Encrypt`` too).
+
+    Raises:
+        MalformedMessageError: too large, not well-formed XML, a DOCTYPE, or a root other than
+            ``<xml>``.
     """
     if len(body) > MAX_MESSAGE_BYTES:
         raise MalformedMessageError(f"body larger than {MAX_MESSAGE_BYTES} bytes")
@@ -154,14 +177,7 @@ def parse_message(body: bytes) -> Message:
         raise MalformedMessageError("a DOCTYPE is not allowed")
     if root.tag != "xml":
         raise MalformedMessageError(f"root element is <{root.tag}>, expected <xml>")
-    fields = {child.tag: (child.text or "") for child in root if isinstance(child.tag, str)}
-    missing = [name for name in _REQUIRED_FIELDS if not fields.get(name)]
-    if missing:
-        raise MalformedMessageError(f"missing {', '.join(missing)}")
-    # isascii() too: isdigit() also accepts digits such as "²" that int() cannot read.
-    if not (fields["CreateTime"].isascii() and fields["CreateTime"].isdigit()):
-        raise MalformedMessageError("CreateTime is not a number")
-    return Message(fields)
+    return {child.tag: (child.text or "") for child in root if isinstance(child.tag, str)}
 
 
 def text_reply(to_user: str, from_account: str, content: str, create_time: int) -> bytes:

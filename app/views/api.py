@@ -60,9 +60,14 @@ def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
     Applied while the app is built, since the limiter belongs to the app.
     """
     view = app.view_functions["api.create_login_qrcode"]
-    view = limiter.limit(rate, key_func=lambda: "ip:" + client_ip())(view)
+    message = "获取二维码太频繁了，请稍等片刻再试。"
+    view = limiter.limit(rate, key_func=lambda: "ip:" + client_ip(), error_message=message)(view)
     # A browser without a binding cookie yet is counted by its address.
-    view = limiter.limit(rate, key_func=lambda: "browser:" + (browser_hash() or client_ip()))(view)
+    view = limiter.limit(
+        rate,
+        key_func=lambda: "browser:" + (browser_hash() or client_ip()),
+        error_message=message,
+    )(view)
     app.view_functions["api.create_login_qrcode"] = view
 
 

@@ -58,8 +58,10 @@ const els = {
 const VISIBLE_IN = {
   loading: ['login', 'qrFrame', 'spinner', 'status'],
   waiting: ['login', 'qrFrame', 'qrImage', 'status', 'countdown'],
-  expired: ['login', 'qrFrame', 'qrImage', 'overlay', 'status'],
-  cancelled: ['login', 'qrFrame', 'qrImage', 'overlay', 'status'],
+  // Scanned, awaiting the scanner's "1" in WeChat: the QR is dimmed, nothing to click.
+  scanned: ['login', 'qrFrame', 'qrImage', 'overlay', 'status', 'countdown'],
+  expired: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
+  cancelled: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
   error: ['login', 'error'],
   'signed-in': ['signedIn'],
 };
@@ -189,7 +191,7 @@ function handleFrame(a, frame) {
       setStatus(TEXT.waiting);
       break;
     case 'scanned':
-      setStatus(TEXT.scanned);
+      showOverlay('scanned', TEXT.scanned);
       break;
     case 'confirmed':
       stopListening(a);

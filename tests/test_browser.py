@@ -18,6 +18,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+SCREENSHOT_DIR = os.environ.get("SCREENSHOT_DIR", "/tmp")
 
 if not Path(CHROMIUM).exists():
     # CI installs Debian's chromium, so there a missing browser is a failure, never a skip.
@@ -61,6 +62,20 @@ def ticket_for(base: str, scene: str) -> str:
         return next(q["ticket"] for q in response.json()["qrcodes"] if q["scene_str"] == scene)
 
 
+def scan_with(phone: Page, base: str, scene: str) -> str:
+    """Open the phone on the QR code of ``scene`` and tap 扫码（新关注）: the phone's openid."""
+    phone.goto(f"{base}/_emulator/scan?{urlencode({'ticket': ticket_for(base, scene)})}")
+    openid = phone.locator("#openid").inner_text()
+    phone.locator(".scan-new").click()
+    return openid
+
+
+def send_from(phone: Page, text: str) -> None:
+    """Send ``text`` to the official account, as the phone's user typing it in WeChat."""
+    phone.locator("#message-input").fill(text)
+    phone.locator("#message-send").click()
+
+
 def test_scan_with_the_phone_signs_in_the_waiting_page(live_server, new_page):
     alice, bob, phone = new_page(), new_page(), new_page()
     alice.goto(live_server + "/")
@@ -69,17 +84,13 @@ def test_scan_with_the_phone_signs_in_the_waiting_page(live_server, new_page):
     scene = shown_scene(alice)
     bob_scene = shown_scene(bob)
 
-    phone.goto(
-        f"{live_server}/_emulator/scan?{urlencode({'ticket': ticket_for(live_server, scene)})}"
-    )
-    openid = phone.locator("#openid").inner_text()
-    phone.locator(".scan-new").click()
+    openid = scan_with(phone, live_server, scene)
     expect(phone.locator(".bubble.reply").last).to_contain_text("登录成功")
 
     expect(alice.locator("#signed-in")).to_be_visible()
     expect(alice.locator("#user-openid")).to_have_text(openid)
     expect(alice.locator("#user-login-count")).to_have_text("1")
-    alice.screenshot(path=os.environ.get("SCREENSHOT_DIR", "/tmp") + "/signed-in.png")
+    alice.screenshot(path=f"{SCREENSHOT_DIR}/signed-in.png")
 
     # Bob's page, open all along, is still waiting on its own QR code.
     expect(bob.locator("body")).to_have_attribute("data-state", "waiting")
@@ -102,17 +113,66 @@ def test_expired_qr_code_is_replaced_while_the_tab_is_visible(live_server, new_p
     expect(page.locator("body")).to_have_attribute("data-state", "waiting")
 
 
-def test_wechat_failure_is_explained_and_retry_works(live_server, new_page):
-    with requests.post(
-        live_server + "/_emulator/api/faults",
-        json={"api": "qrcode/create", "errcode": 45009},
-        timeout=5,
-    ) as injected:
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_CONFIRM": "always"}])
+def test_scanner_confirms_in_wechat_before_the_page_signs_in(live_server, new_page):
+    page, phone = new_page(), new_page()
+    page.goto(live_server + "/")
+    openid = scan_with(phone, live_server, shown_scene(page))
+
+    expect(phone.locator(".bubble.reply").last).to_contain_text("回复 1 确认登录")
+    expect(page.locator("#status")).to_have_text("已扫码，请在微信中确认")
+    # Scanned is not signed in: the QR code is dimmed, with nothing to click, until they answer.
+    expect(page.locator("body")).to_have_attribute("data-state", "scanned")
+    expect(page.locator("#qr-overlay-text")).to_have_text("已扫码，请在微信中确认")
+    expect(page.locator("#qr-refresh")).to_be_hidden()
+    expect(page.locator("#signed-in")).to_be_hidden()
+    page.screenshot(path=f"{SCREENSHOT_DIR}/scanned.png")
+    phone.screenshot(path=f"{SCREENSHOT_DIR}/phone-confirm.png")
+
+    send_from(phone, "1")
+    expect(phone.locator(".bubble.reply").last).to_contain_text("登录成功")
+    expect(page.locator("#signed-in")).to_be_visible()
+    expect(page.locator("#user-openid")).to_have_text(openid)
+
+
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_CONFIRM": "always"}])
+def test_scanner_cancelling_in_wechat_leaves_the_page_a_fresh_qr_code(live_server, new_page):
+    page, phone = new_page(), new_page()
+    page.goto(live_server + "/")
+    scene = shown_scene(page)
+    scan_with(phone, live_server, scene)
+    # "0" only cancels once the scan is awaiting its answer.
+    expect(phone.locator(".bubble.reply").last).to_contain_text("回复 0 取消")
+    expect(page.locator("#status")).to_have_text("已扫码，请在微信中确认")
+
+    send_from(phone, "0")
+    expect(phone.locator(".bubble.reply").last).to_contain_text("已取消本次登录")
+    expect(page.locator("body")).to_have_attribute("data-state", "cancelled")
+    expect(page.locator("#qr-overlay-text")).to_have_text("已取消登录")
+    expect(page.locator("#signed-in")).to_be_hidden()
+
+    page.locator("#qr-refresh").click()
+    expect(page.locator("body")).to_have_attribute("data-state", "waiting")
+    assert shown_scene(page) != scene
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"api": "qrcode/create", "errcode": 48001},
+        # -1 (system busy) is retried once, so it takes two in a row to reach the page.
+        {"api": "qrcode/create", "errcode": -1, "count": 2},
+    ],
+    ids=["no-permission", "busy-twice"],
+)
+def test_wechat_failure_is_explained_and_retry_works(live_server, new_page, fault):
+    # Not a quota errcode (45009, 45011): after those the client rightly refuses for minutes.
+    with requests.post(live_server + "/_emulator/api/faults", json=fault, timeout=5) as injected:
         assert injected.status_code == 200
     page = new_page()
     page.goto(live_server + "/")
     expect(page.locator("#error")).to_be_visible()
-    expect(page.locator("#error")).to_contain_text("45009")
+    expect(page.locator("#error")).to_contain_text(f"errcode {fault['errcode']}")
     page.locator("#retry").click()
     expect(page.locator("body")).to_have_attribute("data-state", "waiting")
     shown_scene(page)

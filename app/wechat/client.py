@@ -4,6 +4,8 @@ Every URL is built from one ``api_base`` so that the emulator (or any stand-in) 
 """
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,14 @@ log = logging.getLogger(__name__)
 
 #: A cached token is dropped this many seconds before WeChat says it expires.
 TOKEN_EARLY_REFRESH_SECONDS = 60
+
+#: WeChat's "system busy": worth one more try after a short pause (seconds).
+BUSY_ERRCODE = -1
+BUSY_RETRY_SECONDS = 0.5
+
+#: After a quota errcode, how long no worker calls that API again, in seconds:
+#: 45009 (daily quota reached) and 45011 (per-minute limit).
+COOLDOWN_SECONDS = {45009: 300, 45011: 60}
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class WeChatClient:
         session: the ``requests.Session`` to send with (tests and the emulator mount adapters).
         timeout: seconds allowed to connect and to read, per call.
         token_endpoint: ``stable`` (``cgi-bin/stable_token``) or ``classic`` (``cgi-bin/token``).
+        sleep: pauses for n seconds before retrying a busy answer (tests pass their own).
     """
 
     def __init__(
@@ -61,6 +72,7 @@ class WeChatClient:
         session: requests.Session | None = None,
         timeout: float = 5.0,
         token_endpoint: str = "stable",
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if token_endpoint not in ("stable", "classic"):
             raise ValueError(f"token_endpoint must be stable or classic, not {token_endpoint!r}")
@@ -71,6 +83,7 @@ class WeChatClient:
         self._session = session or requests.Session()
         self._timeout = timeout
         self._token_endpoint = token_endpoint
+        self._sleep = sleep
         self._token_key = f"wechat:access_token:{app_id}"
         self._lock_key = f"wechat:access_token_lock:{app_id}"
 
@@ -205,9 +218,30 @@ class WeChatClient:
         params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Send one API call; -1 (busy) is retried once after a pause; 45009/45011 (quota)
+        make every worker stop calling ``path`` for a while, so a busy WeChat is answered at
+        once instead of hammered."""
+        cooldown_key = f"wechat:cooldown:{self.app_id}:{path}"
+        refused = self._redis.get(cooldown_key)
+        if refused:
+            raise api_error(int(refused), "not called: WeChat refused this call moments ago")
         query = dict(params or {})
         if access_token is not None:
             query["access_token"] = access_token
+        data = self._send(method, path, query, json)
+        if data.get("errcode") == BUSY_ERRCODE:
+            self._sleep(BUSY_RETRY_SECONDS)
+            data = self._send(method, path, query, json)
+        errcode = int(data.get("errcode") or 0)
+        if errcode in COOLDOWN_SECONDS:
+            self._redis.set(cooldown_key, errcode, ex=COOLDOWN_SECONDS[errcode])
+        if errcode:
+            raise api_error(errcode, str(data.get("errmsg", "")))
+        return data
+
+    def _send(
+        self, method: str, path: str, query: dict[str, Any], json: dict[str, Any] | None
+    ) -> dict[str, Any]:
         try:
             response = self._session.request(
                 method, self.api_base + path, params=query, json=json, timeout=self._timeout
@@ -223,7 +257,4 @@ class WeChatClient:
             raise WeChatTransportError(f"{method} {path}: answer is not JSON") from None
         if not isinstance(data, dict):
             raise WeChatTransportError(f"{method} {path}: answer is not a JSON object")
-        errcode = data.get("errcode", 0)
-        if errcode:
-            raise api_error(int(errcode), str(data.get("errmsg", "")))
         return data

@@ -13,7 +13,7 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from app.wechat.client import QRCode, WeChatClient
+from app.wechat.client import BUSY_RETRY_SECONDS, QRCode, WeChatClient
 from app.wechat.errors import InvalidCredentialError, WeChatAPIError, WeChatTransportError
 
 API_BASE = "https://api.weixin.test"
@@ -23,6 +23,7 @@ TIMEOUT = 3.0
 STABLE = "/cgi-bin/stable_token"
 CLASSIC = "/cgi-bin/token"
 QRCODE = "/cgi-bin/qrcode/create"
+USER_INFO = "/cgi-bin/user/info"
 SCENE = "1714036504000-5f1d3c9a8b7e6d5c4b3a2910"
 QR_ANSWER = {
     "ticket": "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJ+/==",
@@ -111,16 +112,24 @@ def wechat() -> FakeWeChat:
     fake.script(STABLE, token_answer())
     fake.script(CLASSIC, token_answer())
     fake.script(QRCODE, QR_ANSWER)
+    fake.script(USER_INFO, {"subscribe": 1, "openid": "oScanner"})
     return fake
 
 
 @pytest.fixture
-def make_client(redis_client, wechat) -> Callable[..., WeChatClient]:
+def sleeps() -> list[float]:
+    """The pauses clients asked for: recorded, never slept."""
+    return []
+
+
+@pytest.fixture
+def make_client(redis_client, wechat, sleeps) -> Callable[..., WeChatClient]:
     """Build clients (one per simulated worker) on the fake API and the shared Redis."""
 
     def make(**kwargs: Any) -> WeChatClient:
         session = requests.Session()
         session.mount(API_BASE, wechat)
+        kwargs.setdefault("sleep", sleeps.append)
         return WeChatClient(
             APP_ID,
             APP_SECRET,
@@ -273,9 +282,14 @@ def test_concurrent_workers_with_an_empty_cache_fetch_the_token_once(make_client
     assert wechat.paths() == [STABLE]
 
 
-@pytest.mark.parametrize("errcode", [-1, 45009, 48001, 40164])
+def cooldowns(redis_client) -> dict[str, int]:
+    """Every cool-down key in Redis, with its TTL in seconds."""
+    return {key: redis_client.ttl(key) for key in redis_client.keys("wechat:cooldown:*")}
+
+
+@pytest.mark.parametrize("errcode", [48001, 40164])
 @pytest.mark.parametrize("path", [STABLE, QRCODE])
-def test_nonzero_errcode_raises_api_error(client, wechat, path, errcode):
+def test_nonzero_errcode_raises_api_error(client, wechat, redis_client, sleeps, path, errcode):
     errmsg = f"error {errcode} hint: [rid: 1]"
     wechat.script(path, {"errcode": errcode, "errmsg": errmsg})
 
@@ -285,6 +299,85 @@ def test_nonzero_errcode_raises_api_error(client, wechat, path, errcode):
     assert type(excinfo.value) is WeChatAPIError
     assert (excinfo.value.errcode, excinfo.value.errmsg) == (errcode, errmsg)
     assert wechat.paths().count(path) == 1
+    assert sleeps == []
+    assert cooldowns(redis_client) == {}
+
+
+@pytest.mark.parametrize("path", [STABLE, QRCODE])
+def test_busy_twice_raises_after_exactly_two_calls(client, wechat, sleeps, path):
+    wechat.script(path, {"errcode": -1, "errmsg": "system error"})
+
+    with pytest.raises(WeChatAPIError) as excinfo:
+        client.create_qrcode(SCENE, 300)
+
+    assert type(excinfo.value) is WeChatAPIError
+    assert (excinfo.value.errcode, excinfo.value.errmsg) == (-1, "system error")
+    assert wechat.paths().count(path) == 2
+    assert sleeps == [BUSY_RETRY_SECONDS]
+
+
+@pytest.mark.parametrize("path", [STABLE, QRCODE])
+def test_busy_then_success_returns_the_success(client, wechat, sleeps, redis_client, path):
+    success = token_answer() if path == STABLE else QR_ANSWER
+    wechat.script(path, {"errcode": -1, "errmsg": "system error"}, success)
+
+    assert client.create_qrcode(SCENE, 300) == QRCode(QR_ANSWER["ticket"], 300, QR_ANSWER["url"])
+
+    assert wechat.paths().count(path) == 2
+    assert sleeps == [BUSY_RETRY_SECONDS]
+    assert cooldowns(redis_client) == {}
+
+
+def test_success_never_sleeps(client, wechat, sleeps):
+    client.create_qrcode(SCENE, 300)
+
+    assert wechat.paths() == [STABLE, QRCODE]
+    assert sleeps == []
+
+
+@pytest.mark.parametrize(("errcode", "seconds"), [(45009, 300), (45011, 60)])
+@pytest.mark.parametrize("path", [STABLE, QRCODE])
+def test_quota_errcode_cools_the_path_down_for_every_worker(
+    make_client, wechat, redis_client, path, errcode, seconds
+):
+    errmsg = f"reach max api daily quota limit ({errcode})"
+    wechat.script(path, {"errcode": errcode, "errmsg": errmsg})
+
+    with pytest.raises(WeChatAPIError) as first:
+        make_client().create_qrcode(SCENE, 300)
+
+    assert (first.value.errcode, first.value.errmsg) == (errcode, errmsg)
+    key = f"wechat:cooldown:{APP_ID}:{path}"
+    assert cooldowns(redis_client) == {key: pytest.approx(seconds, abs=1)}
+    sent = len(wechat.calls)
+
+    with pytest.raises(WeChatAPIError) as second:
+        make_client().create_qrcode(SCENE, 300)  # another worker
+
+    assert type(second.value) is WeChatAPIError
+    assert second.value.errcode == errcode
+    assert len(wechat.calls) == sent  # WeChat was not asked again
+    assert wechat.paths().count(path) == 1
+
+
+def test_cooled_down_qrcode_leaves_user_info_alone(client, wechat):
+    wechat.script(QRCODE, {"errcode": 45009, "errmsg": "reach max api daily quota limit"})
+    with pytest.raises(WeChatAPIError):
+        client.create_qrcode(SCENE, 300)
+
+    assert client.user_info("oScanner") == {"subscribe": 1, "openid": "oScanner"}
+
+    assert wechat.paths() == [STABLE, QRCODE, USER_INFO]
+
+
+def test_cooled_down_stable_token_leaves_the_classic_token_alone(make_client, wechat):
+    wechat.script(STABLE, {"errcode": 45011, "errmsg": "api minute-quota reach limit"})
+    with pytest.raises(WeChatAPIError):
+        make_client().access_token()
+
+    assert make_client(token_endpoint="classic").access_token() == "TOKEN-1"
+
+    assert wechat.paths() == [STABLE, CLASSIC]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import pytest
 
 from app.login.store import (
     DEDUPE_SECONDS,
+    AttemptContext,
     ConfirmOutcome,
     LoginStore,
     RedeemError,
@@ -22,6 +23,7 @@ CODE_TTL = 60
 SCENE = "1714036504000-5f1d3c9a8b7e6d5c4b3a2910"
 BROWSER = hash_secret("browser-a-secret")
 OTHER_BROWSER = hash_secret("browser-b-secret")
+QR_URL = "http://weixin.qq.com/q/kZgfwMTm72WWPkovabbI"
 
 
 class FakeClock:
@@ -247,3 +249,239 @@ def test_user_to_json(users, clock):
         "last_login_at": "2024-04-25T10:15:04+00:00",
         "login_count": 2,
     }
+
+
+def scanned(store, openid: str = "oScanner"):
+    outcome, attempt = store.mark_scanned(SCENE, openid)
+    assert outcome is ConfirmOutcome.AWAITING_CONFIRMATION
+    return attempt
+
+
+def test_create_attempt_keeps_the_qr_and_its_context(store):
+    context = AttemptContext("login.example.com", "Chrome 120 / Windows 10", "203.0.113.7")
+
+    created = store.create_attempt(
+        SCENE, BROWSER, EXPIRE_SECONDS, ticket="gQH47joAAA==", qrcode_url=QR_URL, context=context
+    )
+
+    assert store.get_attempt(SCENE) == created
+    assert (created.ticket, created.qrcode_url, created.context) == (
+        "gQH47joAAA==",
+        QR_URL,
+        context,
+    )
+
+
+def test_mark_scanned_awaits_confirmation(store, attempt, clock, redis_client):
+    clock.advance(100)
+
+    outcome, marked = store.mark_scanned(SCENE, "oScanner")
+
+    assert outcome is ConfirmOutcome.AWAITING_CONFIRMATION
+    assert (marked.status, marked.openid, marked.code) == (Status.SCANNED, "oScanner", None)
+    assert store.get_attempt(SCENE) == marked
+    assert store.pending_scene("oScanner") == SCENE
+    assert redis_client.ttl("login:pending:oScanner") == pytest.approx(EXPIRE_SECONDS - 100, abs=1)
+    assert store.pending_scene("oSomeoneElse") is None
+
+
+@pytest.mark.parametrize(
+    ("openid", "outcome"),
+    [("oScanner", ConfirmOutcome.AWAITING_CONFIRMATION), ("oSomeoneElse", ConfirmOutcome.TAKEN)],
+)
+def test_second_scan(store, attempt, openid, outcome):
+    marked = scanned(store)
+
+    assert store.mark_scanned(SCENE, openid) == (outcome, marked)
+    assert store.get_attempt(SCENE) == marked
+    assert store.pending_scene("oScanner") == SCENE
+    assert store.pending_scene("oSomeoneElse") is None
+
+
+def test_confirm_from_scanned_by_the_scanner(store, attempt, redis_client):
+    scanned(store)
+
+    outcome, confirmed = store.confirm(SCENE, "oScanner")
+
+    assert outcome is ConfirmOutcome.CONFIRMED
+    assert (confirmed.status, confirmed.openid) == (Status.CONFIRMED, "oScanner")
+    assert confirmed.code
+    assert store.pending_scene("oScanner") is None
+    assert redis_client.get("login:recent:oScanner") == SCENE
+    assert redis_client.ttl("login:recent:oScanner") == pytest.approx(7 * 86400, abs=1)
+    assert redis_client.ttl(f"login:attempt:{SCENE}") == CODE_TTL
+    assert store.redeem(confirmed.code, BROWSER) == ("oScanner", SCENE)
+
+
+def test_confirm_from_scanned_by_someone_else_is_taken(store, attempt, redis_client):
+    marked = scanned(store)
+
+    assert store.confirm(SCENE, "oSomeoneElse") == (ConfirmOutcome.TAKEN, marked)
+
+    assert store.get_attempt(SCENE) == marked
+    assert store.pending_scene("oScanner") == SCENE
+    assert redis_client.exists("login:recent:oSomeoneElse", "login:recent:oScanner") == 0
+
+
+def test_cancel(store, attempt, clock, redis_client):
+    scanned(store)
+    clock.advance(100)
+
+    outcome, cancelled = store.cancel(SCENE, "oScanner")
+
+    assert outcome is ConfirmOutcome.CANCELLED
+    assert (cancelled.status, cancelled.openid, cancelled.code) == (
+        Status.CANCELLED,
+        "oScanner",
+        None,
+    )
+    assert store.get_attempt(SCENE) == cancelled  # the browser can still read why
+    assert store.pending_scene("oScanner") is None
+    # Readable until the QR would have expired, no longer: the TTL is the QR's.
+    assert 0 < redis_client.ttl(f"login:attempt:{SCENE}") <= EXPIRE_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("openid", "outcome"),
+    [("oScanner", ConfirmOutcome.CANCELLED), ("oSomeoneElse", ConfirmOutcome.TAKEN)],
+)
+def test_cancel_only_by_the_scanner(store, attempt, openid, outcome):
+    scanned(store)
+
+    assert store.cancel(SCENE, openid)[0] is outcome
+    assert store.pending_scene("oScanner") == (None if openid == "oScanner" else SCENE)
+
+
+def test_cancel_when_waiting_is_unknown(store, attempt):
+    assert store.cancel(SCENE, "oScanner") == (ConfirmOutcome.UNKNOWN, None)
+    assert store.get_attempt(SCENE) == attempt
+
+
+def test_cancel_when_confirmed_changes_nothing(store, attempt):
+    scanned(store)
+    _, confirmed = store.confirm(SCENE, "oScanner")
+
+    assert store.cancel(SCENE, "oScanner") == (ConfirmOutcome.ALREADY_CONFIRMED, confirmed)
+    assert store.redeem(confirmed.code, BROWSER) == ("oScanner", SCENE)
+
+
+@pytest.mark.parametrize("transition", ["confirm", "mark_scanned", "cancel"])
+def test_nothing_happens_after_cancel(store, attempt, redis_client, transition):
+    scanned(store)
+    _, cancelled = store.cancel(SCENE, "oScanner")
+
+    assert getattr(store, transition)(SCENE, "oScanner") == (ConfirmOutcome.UNKNOWN, None)
+
+    assert store.get_attempt(SCENE) == cancelled
+    assert store.pending_scene("oScanner") is None
+    assert redis_client.keys("login:code:*") == []
+    assert redis_client.get("login:recent:oScanner") is None
+
+
+@pytest.mark.parametrize("transition", ["confirm", "mark_scanned", "cancel"])
+def test_scanned_attempt_ends_with_its_qr(store, attempt, clock, redis_client, transition):
+    scanned(store)
+    clock.advance(EXPIRE_SECONDS)
+
+    assert store.get_attempt(SCENE) is None
+    assert getattr(store, transition)(SCENE, "oScanner") == (ConfirmOutcome.UNKNOWN, None)
+    assert redis_client.keys("login:code:*") == []
+
+
+def test_scanned_attempt_is_alive_until_the_last_moment(store, attempt, clock):
+    scanned(store)
+    clock.advance(EXPIRE_SECONDS - 0.001)
+
+    assert store.get_attempt(SCENE).status is Status.SCANNED
+    assert store.confirm(SCENE, "oScanner")[0] is ConfirmOutcome.CONFIRMED
+
+
+def test_live_attempt_of_the_browser_that_waits(store, attempt):
+    assert store.live_attempt_of(BROWSER) == attempt
+    assert store.live_attempt_of(OTHER_BROWSER) is None
+
+
+def test_live_attempt_of_is_the_latest(store, attempt, clock):
+    clock.advance(10)
+    later = store.create_attempt(f"{SCENE}-2", BROWSER, EXPIRE_SECONDS)
+
+    assert store.live_attempt_of(BROWSER) == later
+
+
+@pytest.mark.parametrize("transition", ["mark_scanned", "confirm"])
+def test_no_live_attempt_once_scanned(store, attempt, transition):
+    getattr(store, transition)(SCENE, "oScanner")
+
+    assert store.live_attempt_of(BROWSER) is None
+
+
+def test_no_live_attempt_past_the_qr(store, attempt, clock):
+    clock.advance(EXPIRE_SECONDS)
+
+    assert store.live_attempt_of(BROWSER) is None
+
+
+def test_end_recent_login_gives_back_the_session(store, attempt, redis_client):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+    store.redeem(confirmed.code, BROWSER)
+    store.bind_session(SCENE, "session-1")
+
+    assert store.end_recent_login("oScanner") == (SCENE, "session-1")
+
+    assert redis_client.exists(f"login:session:{SCENE}", "login:recent:oScanner") == 0
+    assert store.end_recent_login("oScanner") == (None, None)
+
+
+def test_end_recent_login_revokes_an_unredeemed_code(store, attempt, redis_client):
+    scanned(store)
+    _, confirmed = store.confirm(SCENE, "oScanner")
+
+    assert store.end_recent_login("oScanner") == (SCENE, None)
+
+    with pytest.raises(RedeemError):
+        store.redeem(confirmed.code, BROWSER)
+    assert store.get_attempt(SCENE) is None
+    assert redis_client.keys("login:code:*") == []
+    assert redis_client.exists("login:recent:oScanner") == 0
+
+
+def test_end_recent_login_ends_only_the_latest(store):
+    store.create_attempt(SCENE, BROWSER, EXPIRE_SECONDS)
+    _, first = store.confirm(SCENE, "oScanner")
+    store.create_attempt(f"{SCENE}-2", OTHER_BROWSER, EXPIRE_SECONDS)
+    _, second = store.confirm(f"{SCENE}-2", "oScanner")
+
+    assert store.end_recent_login("oScanner") == (f"{SCENE}-2", None)
+
+    assert store.redeem(first.code, BROWSER) == ("oScanner", SCENE)
+    with pytest.raises(RedeemError):
+        store.redeem(second.code, OTHER_BROWSER)
+
+
+def test_end_recent_login_without_a_login(store, attempt):
+    assert store.end_recent_login("oScanner") == (None, None)
+
+    store.confirm(SCENE, "oScanner")
+
+    assert store.end_recent_login("oSomeoneElse") == (None, None)
+    assert store.get_attempt(SCENE).status is Status.CONFIRMED
+
+
+def test_claim_signature_once_per_window(store, redis_client):
+    signature = "74d92dfeb87ba7c714f89d98870ae5eb62dff26d"
+
+    assert store.claim_signature(signature, 300) is True
+    assert store.claim_signature(signature, 300) is False
+    assert store.claim_signature("0" * 40, 300) is True
+    assert redis_client.ttl(f"wechat:signature:{signature}") == pytest.approx(300, abs=1)
+
+
+def test_devices(users):
+    assert users.knows_device("oScanner", BROWSER) is False
+
+    users.add_device("oScanner", BROWSER)
+    users.add_device("oScanner", BROWSER)
+
+    assert users.knows_device("oScanner", BROWSER) is True
+    assert users.knows_device("oScanner", OTHER_BROWSER) is False
+    assert users.knows_device("oSomeoneElse", BROWSER) is False

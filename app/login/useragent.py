@@ -17,5 +17,6 @@ def describe_browser(user_agent: str) -> str:
     parts = []
     for found in (result.user_agent, result.os):
         if found is not None and found.family != "Other":
-            parts.append(f"{found.family} {found.major or ''}".strip())
+            # Capped: a forged header can carry hundred-digit "versions" into the reply.
+            parts.append(f"{found.family} {found.major or ''}".strip()[:40])
     return " / ".join(parts)

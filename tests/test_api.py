@@ -140,16 +140,54 @@ def test_binding_cookie_is_reused_on_the_next_attempt(client):
     assert client.get_cookie(BROWSER_COOKIE).value == first
 
 
-def test_wechat_failure_is_a_502_and_the_next_attempt_works(client):
-    client.post(EMULATOR_FAULTS, json={"api": "qrcode/create", "errcode": 45009})
+FAULTS_KEY = "emulator:fault:qrcode/create"
+
+
+@pytest.mark.parametrize(
+    ("fault", "errcode"),
+    [
+        ({"errcode": -1, "count": 2}, -1),  # busy, and busy again on the one retry
+        ({"errcode": 48001}, 48001),
+        ({"errcode": 40164}, 40164),
+    ],
+    ids=["busy-twice", "unauthorized", "ip-not-whitelisted"],
+)
+def test_wechat_failure_is_a_502_and_the_next_attempt_works(client, redis_client, fault, errcode):
+    client.post(EMULATOR_FAULTS, json={"api": "qrcode/create", **fault})
 
     failed = client.post("/api/login/qrcode")
 
     assert failed.status_code == 502
     assert failed.get_json()["error"] == "wechat_unavailable"
-    assert "45009" in failed.get_json()["message"]
-    assert "二维码" in failed.get_json()["message"]
+    assert f"（errcode {errcode}）" in failed.get_json()["message"]
+    assert redis_client.llen(FAULTS_KEY) == 0  # every injected failure was met
     start_attempt(client)
+
+
+def test_one_busy_answer_is_retried_and_the_attempt_works(client, redis_client):
+    client.post(EMULATOR_FAULTS, json={"api": "qrcode/create", "errcode": -1})
+
+    start_attempt(client)
+
+    assert redis_client.llen(FAULTS_KEY) == 0
+
+
+@pytest.mark.parametrize("errcode", [45009, 45011], ids=["daily-quota", "minute-quota"])
+def test_quota_error_is_a_502_and_wechat_is_not_asked_again_for_a_while(
+    client, other_browser, redis_client, errcode
+):
+    client.post(EMULATOR_FAULTS, json={"api": "qrcode/create", "errcode": errcode, "count": 3})
+
+    failed = client.post("/api/login/qrcode")
+    assert redis_client.llen(FAULTS_KEY) == 2
+    again = client.post("/api/login/qrcode")
+    elsewhere = other_browser.post("/api/login/qrcode")
+
+    for answer in (failed, again, elsewhere):
+        assert answer.status_code == 502
+        assert answer.get_json()["error"] == "wechat_unavailable"
+        assert f"（errcode {errcode}）" in answer.get_json()["message"]
+    assert redis_client.llen(FAULTS_KEY) == 2  # the emulator was not called again
 
 
 def test_full_login_signs_the_browser_in(client, code):

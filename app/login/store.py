@@ -12,6 +12,7 @@ Redis holds the truth; the hub only wakes waiters. Keys:
 import enum
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -287,7 +288,7 @@ class LoginStore:
                 return ConfirmOutcome.ALREADY_CONFIRMED
             if attempt.status is Status.CANCELLED:
                 return ConfirmOutcome.UNKNOWN
-            left = max(int(attempt.expires_at - self._clock()), 1)
+            left = max(math.ceil(attempt.expires_at - self._clock()), 1)
             pipe.multi()
             pipe.hset(
                 self._attempt_key(scene),

@@ -4,6 +4,7 @@ Redis is real wherever it is the subject: ``TEST_REDIS_URL`` (default db 15 on 1
 emptied before each test. CI starts the server; a missing one fails the run, never skips it.
 """
 
+import json
 import os
 import secrets
 import socket
@@ -18,6 +19,7 @@ from string import Template
 import pytest
 import redis
 import requests
+import websocket
 from werkzeug.serving import make_server
 
 from app import create_app
@@ -62,12 +64,16 @@ def app(redis_url: str, app_overrides: dict):
     application.extensions["wechat_login"].hub.close()
 
 
-@pytest.fixture
-def client(app):
+def page_client(app):
     """A test client that, like our pages in a browser, sends its own ``Origin``."""
     test_client = app.test_client()
     test_client.environ_base["HTTP_ORIGIN"] = "http://localhost"
     return test_client
+
+
+@pytest.fixture
+def client(app):
+    return page_client(app)
 
 
 @pytest.fixture
@@ -79,6 +85,18 @@ def live_server(app) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+
+
+def ws_frames(ws: websocket.WebSocket) -> list[dict]:
+    """Every text frame until the server's close frame, whose code is checked to be 1000."""
+    received = []
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            received.append(json.loads(data))
+        elif opcode == websocket.ABNF.OPCODE_CLOSE:
+            assert int.from_bytes(data[:2], "big") == 1000
+            return received
 
 
 def fixture_xml(name: str, **values: object) -> bytes:

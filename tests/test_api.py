@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from app.emulator.state import EmulatorState
-from tests.conftest import fixture_xml, signed_query
+from tests.conftest import fixture_xml, page_client, signed_query
 
 SCANNER = "oApiScanner00000000000000001"
 BROWSER_COOKIE = "wxlogin_browser"
@@ -43,9 +43,7 @@ def code_for(redis_client, scene: str) -> str:
 @pytest.fixture
 def other_browser(app):
     """A second browser: its own cookies, our page's Origin."""
-    browser = app.test_client()
-    browser.environ_base["HTTP_ORIGIN"] = "http://localhost"
-    return browser
+    return page_client(app)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import requests
 import websocket
 
 from app.login.service import NOTHING_PENDING_REPLY, UNKNOWN_REPLY
+from tests.conftest import ws_frames
 
 #: A desktop Chrome on Windows, as the page's browser.
 CHROME_ON_WINDOWS = (
@@ -127,16 +128,15 @@ def next_frame(ws: websocket.WebSocket) -> dict:
     return json.loads(ws.recv())
 
 
-def frames(ws: websocket.WebSocket) -> list[dict]:
-    """Every text frame until the server's close frame, whose code is checked to be 1000."""
-    received = []
-    while True:
-        opcode, data = ws.recv_data(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_TEXT:
-            received.append(json.loads(data))
-        elif opcode == websocket.ABNF.OPCODE_CLOSE:
-            assert int.from_bytes(data[:2], "big") == 1000
-            return received
+def scanned_while_waiting(browser, phone, open_socket) -> tuple[dict, websocket.WebSocket, str]:
+    """A page waiting on its socket when the phone scans: ``(attempt, socket, scan reply)``,
+    the socket having said "waiting" and then "scanned"."""
+    attempt = browser.start()
+    ws = open_socket(browser, attempt)
+    assert next_frame(ws)["status"] == "waiting"
+    reply = phone.scan(attempt["scene"])["reply"]
+    assert next_frame(ws) == {"status": "scanned"}
+    return attempt, ws, reply
 
 
 def asks_to_confirm(reply: str) -> bool:
@@ -173,16 +173,12 @@ def test_scan_asks_to_confirm_and_tells_what_is_being_signed_in(
 @pytest.mark.parametrize("app_overrides", [ALWAYS], ids=["always"])
 def test_answering_1_signs_the_page_in(new_browser, new_phone, open_socket):
     browser, phone = new_browser(), new_phone()
-    attempt = browser.start()
-    ws = open_socket(browser, attempt)
-    assert next_frame(ws)["status"] == "waiting"
-    phone.scan(attempt["scene"])
-    assert next_frame(ws) == {"status": "scanned"}
+    attempt, ws, _ = scanned_while_waiting(browser, phone, open_socket)
 
     confirmed = phone.says("1")
 
     assert "登录成功" in confirmed["reply"]
-    [frame] = frames(ws)
+    [frame] = ws_frames(ws)
     assert frame["status"] == "confirmed"
     redeemed = browser.redeem(frame["code"])
     assert redeemed.status_code == 200
@@ -193,16 +189,12 @@ def test_answering_1_signs_the_page_in(new_browser, new_phone, open_socket):
 @pytest.mark.parametrize("app_overrides", [ALWAYS], ids=["always"])
 def test_answering_0_cancels_and_signs_nobody_in(new_browser, new_phone, open_socket, redis_client):
     browser, phone = new_browser(), new_phone()
-    attempt = browser.start()
-    ws = open_socket(browser, attempt)
-    assert next_frame(ws)["status"] == "waiting"
-    phone.scan(attempt["scene"])
-    assert next_frame(ws) == {"status": "scanned"}
+    attempt, ws, _ = scanned_while_waiting(browser, phone, open_socket)
 
     cancelled = phone.says("0")
 
     assert "已取消" in cancelled["reply"]
-    assert frames(ws) == [{"status": "cancelled"}]
+    assert ws_frames(ws) == [{"status": "cancelled"}]
     assert browser.me().status_code == 401
     assert not redis_client.exists(f"user:{phone.openid}")
     assert redis_client.hget(f"login:attempt:{attempt['scene']}", "code") is None
@@ -250,7 +242,7 @@ def test_another_phones_1_confirms_nothing(new_browser, new_phone, open_socket, 
     # The scanner's own answer still works.
     ws.settimeout(2)
     assert "登录成功" in scanner.says("1")["reply"]
-    assert [frame["status"] for frame in frames(ws)] == ["confirmed"]
+    assert [frame["status"] for frame in ws_frames(ws)] == ["confirmed"]
 
 
 @pytest.mark.parametrize(
@@ -258,14 +250,10 @@ def test_another_phones_1_confirms_nothing(new_browser, new_phone, open_socket, 
 )
 def test_an_unanswered_confirmation_expires(new_browser, new_phone, open_socket, redis_client):
     browser, phone = new_browser(), new_phone()
-    attempt = browser.start()
-    ws = open_socket(browser, attempt)
-    assert next_frame(ws)["status"] == "waiting"
-    assert asks_to_confirm(phone.scan(attempt["scene"])["reply"])
-
-    assert next_frame(ws) == {"status": "scanned"}
+    _, ws, reply = scanned_while_waiting(browser, phone, open_socket)
+    assert asks_to_confirm(reply)
     ws.settimeout(5)
-    assert frames(ws) == [{"status": "expired"}]
+    assert ws_frames(ws) == [{"status": "expired"}]
 
     # The pending answer may outlive the QR by under a second (it is rounded up): either way
     # the late "1" is told politely and signs nobody in.
@@ -327,7 +315,7 @@ def test_scan_signs_in_and_0_ends_the_session_at_once(
 
     assert "登录成功" in reply
     assert "回复 0" in reply
-    [frame] = frames(ws)
+    [frame] = ws_frames(ws)
     assert frame["status"] == "confirmed"
     assert browser.redeem(frame["code"]).status_code == 200
     assert browser.me().status_code == 200

@@ -7,7 +7,7 @@ import pytest
 import requests
 import websocket
 
-from tests.conftest import fixture_xml, signed_query
+from tests.conftest import fixture_xml, signed_query, ws_frames
 
 
 @pytest.fixture
@@ -58,18 +58,6 @@ def scan(base: str, scene: str, openid: str = "oScanner000000000000000000001") -
         return response.text
 
 
-def frames(ws: websocket.WebSocket) -> list[dict]:
-    """Every text frame until the server's close frame, whose code is checked to be 1000."""
-    received = []
-    while True:
-        opcode, data = ws.recv_data(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_TEXT:
-            received.append(json.loads(data))
-        elif opcode == websocket.ABNF.OPCODE_CLOSE:
-            assert int.from_bytes(data[:2], "big") == 1000
-            return received
-
-
 def test_waiting_then_confirmed_then_clean_close(live_server, start_login, open_socket):
     browser, attempt = start_login()
     ws = open_socket(browser, attempt["ws"])
@@ -79,7 +67,7 @@ def test_waiting_then_confirmed_then_clean_close(live_server, start_login, open_
 
     assert "登录成功" in scan(live_server, attempt["scene"])
 
-    rest = frames(ws)
+    rest = ws_frames(ws)
     assert [frame["status"] for frame in rest] == ["confirmed"]
     redeemed = browser.post(live_server + "/api/login/redeem", json={"code": rest[0]["code"]})
     assert redeemed.status_code == 200
@@ -92,7 +80,7 @@ def test_socket_opened_after_the_scan_gets_the_result_at_once(
     browser, attempt = start_login()
     scan(live_server, attempt["scene"])
     ws = open_socket(browser, attempt["ws"])
-    statuses = [frame["status"] for frame in frames(ws)]
+    statuses = [frame["status"] for frame in ws_frames(ws)]
     assert statuses == ["waiting", "confirmed"]
 
 
@@ -103,7 +91,7 @@ def test_reconnecting_socket_resumes_and_gets_the_result(live_server, start_logi
     ws.close()
     scan(live_server, attempt["scene"])
     again = open_socket(browser, attempt["ws"])
-    assert [frame["status"] for frame in frames(again)] == ["waiting", "confirmed"]
+    assert [frame["status"] for frame in ws_frames(again)] == ["waiting", "confirmed"]
 
 
 @pytest.mark.parametrize("cookie", [None, "wxlogin_browser=" + "x" * 43])
@@ -126,7 +114,7 @@ def test_a_second_browser_never_receives_another_browsers_login(
     assert json.loads(bob_ws.recv())["status"] == "waiting"
 
     scan(live_server, alice_attempt["scene"])
-    code = frames(alice_ws)[0]["code"]
+    code = ws_frames(alice_ws)[0]["code"]
 
     bob_ws.settimeout(1)
     with pytest.raises(websocket.WebSocketTimeoutException):
@@ -142,7 +130,7 @@ def test_expired_qr_code_is_announced(live_server, start_login, open_socket):
     browser, attempt = start_login()
     ws = open_socket(browser, attempt["ws"])
     started = time.monotonic()
-    assert [frame["status"] for frame in frames(ws)] == ["waiting", "expired"]
+    assert [frame["status"] for frame in ws_frames(ws)] == ["waiting", "expired"]
     assert time.monotonic() - started < 3
     assert "刷新" in scan(live_server, attempt["scene"])
 
@@ -155,7 +143,7 @@ def test_a_lost_push_costs_a_recheck_not_a_login(app, live_server, start_login, 
     # Confirm in Redis without publishing: as if the pub/sub message were lost.
     app.extensions["wechat_login"].store.confirm(attempt["scene"], "oLostPush0000000000000000001")
     ws.settimeout(2)
-    assert [frame["status"] for frame in frames(ws)] == ["confirmed"]
+    assert [frame["status"] for frame in ws_frames(ws)] == ["confirmed"]
 
 
 @pytest.mark.parametrize("app_overrides", [{"LOGIN_WS_PING_SECONDS": 1}])

@@ -158,6 +158,6 @@ def _check_settings(app: Flask) -> None:
     if app.config["LOGIN_CONFIRM"] not in {policy.value for policy in ConfirmPolicy}:
         raise RuntimeError("LOGIN_CONFIRM must be off, always or new_device")
     if not app.config["SECRET_KEY"]:
-        # Development only (production requires it): sessions end when the process restarts.
+        # Development only: production requires it. (Sessions live in Redis, not in the key.)
         app.config["SECRET_KEY"] = os.urandom(32)
-        log.warning("SECRET_KEY is unset: using a random one; sessions end on restart")
+        log.warning("SECRET_KEY is unset: using a random one for this process")

@@ -55,8 +55,13 @@ class Config:
     LOGIN_QR_EXPIRE_SECONDS = _env_int("LOGIN_QR_EXPIRE_SECONDS", 180)
     #: Life of the one-time code handed to the browser after a scan, in seconds.
     LOGIN_CODE_TTL_SECONDS = _env_int("LOGIN_CODE_TTL_SECONDS", 60)
-    #: How often a waiting socket re-reads its attempt even without a push, in seconds.
-    LOGIN_RECHECK_SECONDS = float(os.environ.get("LOGIN_RECHECK_SECONDS", "5"))
+    #: How often each worker re-reads the status of every attempt its sockets wait on, in
+    #: seconds: the most a lost push can delay a login.
+    LOGIN_RECHECK_SECONDS = float(os.environ.get("LOGIN_RECHECK_SECONDS", "1"))
+    #: Waiting sockets one worker process holds at most (0: no cap); more are closed with
+    #: 1013 "try again later" and the page reconnects. gunicorn.conf.py sets it below the
+    #: worker's connection limit, so that WeChat's callback always finds a free slot.
+    LOGIN_MAX_SOCKETS = _env_int("LOGIN_MAX_SOCKETS", 0)
     #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts).
     LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
 

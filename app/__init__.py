@@ -84,15 +84,20 @@ def create_app(
         permanent=True,
         sid_length=32,
     )
+    store = LoginStore(
+        redis_client,
+        code_ttl=app.config["LOGIN_CODE_TTL_SECONDS"],
+        recent_ttl=int(app.permanent_session_lifetime.total_seconds()),
+    )
     app.extensions["wechat_login"] = LoginService(
         wechat=wechat,
-        store=LoginStore(
-            redis_client,
-            code_ttl=app.config["LOGIN_CODE_TTL_SECONDS"],
-            recent_ttl=int(app.permanent_session_lifetime.total_seconds()),
-        ),
+        store=store,
         users=UserStore(redis_client),
-        hub=LoginHub(redis_client),
+        hub=LoginHub(
+            redis_client,
+            statuses=store.statuses,
+            sweep_seconds=app.config["LOGIN_RECHECK_SECONDS"],
+        ),
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
         end_session=app.session_interface.end,

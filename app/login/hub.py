@@ -5,8 +5,9 @@ listener thread started on first use (so after gunicorn forks), and a local regi
 queues wait for which scene. Messages are JSON ``{"type": "attempt", "scene": str}``.
 
 Pub/sub delivers at most once, so it only ever wakes a waiter: the result itself is written to
-Redis before the publish, and a waiter registers, then reads, then waits (and re-reads on a
-timer), so a message it missed costs a delay, never a login.
+Redis before the publish, and a waiter registers, then reads, then waits. Each process also
+sweeps its waiters about once a second (one pipelined read of every status it waits on) and
+wakes those whose attempt moved on, so a message it missed costs at most a sweep, never a login.
 """
 
 import json
@@ -14,7 +15,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
@@ -24,17 +25,32 @@ log = logging.getLogger(__name__)
 #: Reconnect delays of the listener, in seconds: quick at first, capped low.
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
+#: Statuses read per pipeline by the sweep.
+SWEEP_BATCH = 1000
+
 
 class LoginHub:
     """Publishes attempt changes and routes them to local waiters.
 
     Args:
         redis_client: a client with ``decode_responses=True``.
+        statuses: reads the status of many scenes at once (``LoginStore.statuses``); None
+            turns the sweep off.
+        sweep_seconds: how often the sweep runs, in seconds.
         channel: the pub/sub channel shared by every worker.
     """
 
-    def __init__(self, redis_client: redis.Redis, channel: str = "login:attempts") -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        statuses: Callable[[list[str]], list[str | None]] | None = None,
+        sweep_seconds: float = 1.0,
+        channel: str = "login:attempts",
+    ) -> None:
         self._redis = redis_client
+        self._statuses = statuses
+        self._sweep_seconds = sweep_seconds
         self._channel = channel
         self._waiters: dict[str, set[queue.SimpleQueue[str]]] = {}
         self._lock = threading.Lock()
@@ -93,6 +109,8 @@ class LoginHub:
                 target=self._listen, name="login-hub-listener", daemon=True
             )
             self._listener.start()
+            if self._statuses is not None:
+                threading.Thread(target=self._sweep, name="login-hub-sweep", daemon=True).start()
 
     def _publish(self, message: dict[str, str]) -> None:
         self._redis.publish(self._channel, json.dumps(message))
@@ -133,6 +151,22 @@ class LoginHub:
         if scene is None:
             log.warning("login hub ignored a message of unknown type: %.100r", data)
             return
+        self._wake(scene)
+
+    def _sweep(self) -> None:
+        while not self._stopping.wait(self._sweep_seconds):
+            with self._lock:
+                scenes = list(self._waiters)
+            try:
+                for start in range(0, len(scenes), SWEEP_BATCH):
+                    batch = scenes[start : start + SWEEP_BATCH]
+                    for scene, status in zip(batch, self._statuses(batch), strict=True):
+                        if status != "waiting":  # moved on, or gone (expired)
+                            self._wake(scene)
+            except redis.RedisError as exc:
+                log.warning("login hub sweep could not read Redis: %s", exc)
+
+    def _wake(self, scene: str) -> None:
         with self._lock:
             waiters = list(self._waiters.get(scene, ()))
         for wakeups in waiters:
@@ -140,7 +174,6 @@ class LoginHub:
 
     def _wake_all(self) -> None:
         with self._lock:
-            waiting = [(scene, list(queues)) for scene, queues in self._waiters.items()]
-        for scene, queues in waiting:
-            for wakeups in queues:
-                wakeups.put(scene)
+            scenes = list(self._waiters)
+        for scene in scenes:
+            self._wake(scene)

@@ -124,18 +124,24 @@ class LoginService:
 
         Returns:
             The text to reply to the sender, or None to acknowledge with ``success``.
-            A retry of a message already handled gets the first reply again, and changes nothing.
+            A retry of a message already answered gets the first reply again, and changes
+            nothing. A retry of a scan whose first delivery has no reply yet (still running,
+            or failed) is taken again: every step of a scan is idempotent, so it cannot sign
+            in twice, and it cannot be lost. A retried "1" or "0" is taken once only.
 
         Raises:
-            redis.RedisError: state could not be read or written (the caller still answers).
+            redis.RedisError: state could not be read or written.
         """
         action = self._action_for(message)
         if action is None:
             return None
         earlier_reply = self.store.claim_callback(message.dedupe_key)
-        if earlier_reply is not None:
+        if earlier_reply:
             log.info("retried callback deduplicated")
-            return earlier_reply or None
+            return earlier_reply
+        if earlier_reply == "" and message.login_scan() is None:
+            log.info("retried answer deduplicated while the first is being handled")
+            return None
         try:
             reply = action()
         except Exception:

@@ -214,6 +214,16 @@ class LoginStore:
         """
         return self._attempt_from(scene, self._redis.hgetall(self._attempt_key(scene)))
 
+    def statuses(self, scenes: list[str]) -> list[str | None]:
+        """Each attempt's raw status (``"waiting"``, ...; None when gone), in one round trip.
+
+        Cheap enough to run for every socket a worker holds, every second.
+        """
+        with self._redis.pipeline(transaction=False) as pipe:
+            for scene in scenes:
+                pipe.hget(self._attempt_key(scene), "status")
+            return pipe.execute()
+
     def live_attempt_of(self, browser_hash: str) -> Attempt | None:
         """The browser's latest attempt if it still waits for a scan, else None."""
         scene = self._redis.get(f"login:browser:{browser_hash}")

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from ..extensions import login_service
 from ..wechat.crypto import WeChatCrypto
 from ..wechat.errors import DecryptionError, InvalidSignatureError, MalformedMessageError
-from ..wechat.messages import MAX_MESSAGE_BYTES, parse_fields, parse_message, text_reply
+from ..wechat.messages import MAX_MESSAGE_BYTES, Message, parse_fields, parse_message, text_reply
 from ..wechat.signature import check_signature
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,9 @@ bp = Blueprint("callback", __name__, url_prefix="/wechat")
 
 #: Told to the scanner when our own side fails: they lose nothing by scanning again.
 BUSY_REPLY = "登录服务暂时繁忙，请稍后在网页上刷新二维码重新扫码。"
+
+#: How long a callback keeps retrying while Redis is unreachable before answering 503, in s.
+STORAGE_RETRY_SECONDS = 2.0
 
 
 @bp.before_request
@@ -97,7 +100,11 @@ def receive() -> Response:
         log.warning("callback refused: %s", exc)
         abort(400, "malformed message")
     try:
-        content = login_service().handle_message(message)
+        content = _handle(message)
+    except redis.RedisError:
+        # Not acknowledged, so WeChat delivers it again: a scan we could not record is retried,
+        # never lost, and never answered "登录成功".
+        abort(503, "storage unavailable")
     except Exception:
         log.exception("callback handling failed; the scanner is asked to try again")
         content = BUSY_REPLY
@@ -107,6 +114,24 @@ def receive() -> Response:
     if key_index is not None:
         reply = crypto.envelope(reply, key_index)  # answer with the key the message came with
     return Response(reply, mimetype="application/xml")
+
+
+def _handle(message: Message) -> str | None:
+    """``handle_message``, retried for a moment while Redis is unreachable (a failover or a
+    restart), within WeChat's 5 s.
+
+    Raises:
+        redis.RedisError: Redis stayed unreachable for ``STORAGE_RETRY_SECONDS``.
+    """
+    deadline = time.monotonic() + STORAGE_RETRY_SECONDS
+    while True:
+        try:
+            return login_service().handle_message(message)
+        except redis.RedisError as exc:
+            if time.monotonic() >= deadline:
+                log.error("callback not acknowledged, Redis unavailable: %s", exc)
+                raise
+            time.sleep(0.25)
 
 
 def _decrypt(crypto: WeChatCrypto, body: bytes) -> tuple[bytes, int]:

@@ -30,6 +30,9 @@ bp = Blueprint("ws", __name__)
 #: How long to wait for the browser's answer to our close frame, in seconds.
 CLOSE_HANDSHAKE_SECONDS = 2.0
 
+#: How often a waiting socket checks, locally, that its browser is still there and silent.
+IDLE_CHECK_SECONDS = 5.0
+
 
 @bp.before_request
 def only_the_browser_that_asked() -> None:
@@ -42,41 +45,59 @@ def only_the_browser_that_asked() -> None:
     if attempt is None or not attempt.owned_by(owner):
         abort(403)
     g.attempt = attempt
+    # No permessage-deflate: our frames are tiny, and a compressor per socket would cost
+    # hundreds of KB each and let a client make us inflate whatever it sends.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 @sock.route("/ws/login/<scene>", bp=bp)
 def login_socket(ws: Server, scene: str) -> None:
-    """Tell the page when its QR code is scanned or expires.
+    """Tell the page when its QR code is scanned, confirmed, cancelled or expired.
 
-    Registers with the hub, then reads the attempt, then waits: woken by the hub, and re-reading
-    every ``LOGIN_RECHECK_SECONDS`` anyway, so a missed push costs a delay, never a login.
+    Registers with the hub, then reads the attempt, then waits: woken by the hub's push, or by
+    its sweep, or at the QR's expiry, so a missed push costs at most a sweep, never a login.
     """
     service = login_service()
-    recheck_seconds = current_app.config["LOGIN_RECHECK_SECONDS"]
+    cap = current_app.config["LOGIN_MAX_SOCKETS"]
+    if cap and service.hub.waiting_count() >= cap:
+        # Full: keep the slots WeChat's callback needs; the page tries again shortly.
+        ws.close(reason=CloseReason.TRY_AGAIN_LATER, message="try again later")
+        return
     with service.hub.waiting(scene) as wakeups:
         attempt = _reread(scene, g.attempt)
-        now = time.time()
-        ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt, now)}))
+        ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt)}))
         told_scanned = False
         while (frame := _terminal_frame(attempt)) is None:
             if attempt.status is Status.SCANNED and not told_scanned:
                 ws.send(json.dumps({"status": "scanned"}))
                 told_scanned = True
-            if not ws.connected:
-                return  # the browser left; it resumes by reconnecting
             left = attempt.expires_at - time.time()
             try:
-                wakeups.get(timeout=max(min(recheck_seconds, left), 0.01))
+                wakeups.get(timeout=max(min(IDLE_CHECK_SECONDS, left), 0.01))
             except queue.Empty:
-                pass
+                if left > IDLE_CHECK_SECONDS:
+                    if not _browser_still_listening(ws):
+                        return  # gone (it resumes by reconnecting), or talking: closed
+                    continue  # nothing happened: no need to ask Redis
             attempt = _reread(scene, attempt)
     ws.send(json.dumps(frame))
     log.info("login socket answered scene=%s status=%s", scene, frame["status"])
-    _close_handshake(ws)
+    _close_handshake(ws, CloseReason.NORMAL_CLOSURE)
 
 
-def _expires_in(attempt: Attempt | None, now: float) -> int:
-    return attempt.expires_in(now) if attempt else 0
+def _browser_still_listening(ws: Server) -> bool:
+    """False if the browser left, or sent us anything (our page never does): then it is
+    closed, so no client can make us queue its messages."""
+    if not ws.connected:
+        return False
+    if ws.receive(timeout=0) is not None:
+        _close_handshake(ws, CloseReason.POLICY_VIOLATION)
+        return False
+    return True
+
+
+def _expires_in(attempt: Attempt | None) -> int:
+    return attempt.expires_in(time.time()) if attempt else 0
 
 
 def _terminal_frame(attempt: Attempt | None) -> dict[str, Any] | None:
@@ -99,13 +120,13 @@ def _reread(scene: str, last: Attempt | None) -> Attempt | None:
         return last
 
 
-def _close_handshake(ws: Server) -> None:
+def _close_handshake(ws: Server, code: CloseReason) -> None:
     # simple-websocket's close() shuts the TCP socket without waiting for the browser's close
     # frame; data still arriving then makes the kernel reset the connection, which can destroy
     # our last frame before the browser reads it. So send the close frame ourselves and let
     # the reader thread run until the browser answers it (it then closes the socket).
     try:
-        ws.sock.send(ws.ws.send(CloseConnection(CloseReason.NORMAL_CLOSURE)))
+        ws.sock.send(ws.ws.send(CloseConnection(code)))
     except OSError:
         return
     ws.thread.join(CLOSE_HANDSHAKE_SECONDS)

@@ -1,0 +1,65 @@
+"""The production deployment: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+Every setting here can be overridden on the command line (``--workers 4``, ``--bind
+0.0.0.0:9000``) or by the environment variables read below (or ``GUNICORN_CMD_ARGS``).
+
+Why gevent: a waiting login page holds a websocket for minutes. Under the threaded worker each
+flask-sock socket holds two OS threads for its whole life, and once sockets use up the thread
+pool, WeChat's callback waits for a free thread, past WeChat's 5 s. gevent holds thousands of
+sockets in one thread, each on a couple of small greenlets. The figures behind the choice are
+in docs/benchmarks.md (``python -m bench``).
+"""
+
+import logging
+import os
+import resource
+
+log = logging.getLogger("gunicorn.error")
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+#: One process per core: each is single-threaded under gevent.
+workers = int(os.environ.get("GUNICORN_WORKERS", os.cpu_count() or 1))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+#: Connections one worker holds at once (gevent's default, 1000, is far too low for sockets).
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "6000"))
+#: Connections kept free in every worker for WeChat's callback and the JSON API.
+RESERVED_CONNECTIONS = 200
+#: File descriptors a waiting socket costs: its connection, and the duplicate that
+#: simple-websocket takes of it under gevent.
+DESCRIPTORS_PER_SOCKET = 2
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # unset: no access log
+
+
+def on_starting(server) -> None:
+    """Raise the open-file limit as far as allowed, and cap sockets to what fits in it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = DESCRIPTORS_PER_SOCKET * server.cfg.worker_connections + 100
+    if soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        soft = new_soft
+    sockets = min(
+        server.cfg.worker_connections - RESERVED_CONNECTIONS,
+        (soft - 100) // DESCRIPTORS_PER_SOCKET,
+    )
+    if soft < wanted:
+        log.error(
+            "open-file limit is %s (hard %s), below the %s that %s connections per worker need: "
+            "each worker will hold at most %s waiting sockets and refuse more with 1013. "
+            "Raise it (ulimit -n, or LimitNOFILE= in systemd).",
+            soft,
+            hard,
+            wanted,
+            server.cfg.worker_connections,
+            sockets,
+        )
+    # Read by config.py in each worker (they import the app after this runs).
+    os.environ.setdefault("LOGIN_MAX_SOCKETS", str(max(sockets, 1)))
+    log.info(
+        "open-file limit %s; up to %s waiting sockets per worker",
+        soft,
+        os.environ["LOGIN_MAX_SOCKETS"],
+    )

@@ -50,6 +50,19 @@ class Config:
 
     #: ``redis://`` URL shared by every worker. Unset: an in-process stand-in (one process only).
     REDIS_URL = os.environ.get("REDIS_URL", "")
+    #: Redis Sentinel addresses, ``host:port,host:port``: when set, Redis is found through them
+    #: (and followed across failovers) instead of at ``REDIS_URL``.
+    REDIS_SENTINELS = [
+        (host, int(port))
+        for host, _, port in (
+            address.strip().rpartition(":")
+            for address in os.environ.get("REDIS_SENTINELS", "").split(",")
+            if address.strip()
+        )
+    ]
+    #: The Sentinel service name of the master, and the database number to use on it.
+    REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+    REDIS_SENTINEL_DB = _env_int("REDIS_SENTINEL_DB", 0)
 
     #: Life of a login QR code, in seconds; the attempt lives in Redis exactly as long.
     LOGIN_QR_EXPIRE_SECONDS = _env_int("LOGIN_QR_EXPIRE_SECONDS", 180)
@@ -89,6 +102,8 @@ class Config:
 
     #: Keys that must be set for this environment to start.
     REQUIRED_SETTINGS: tuple[str, ...] = ()
+    #: Whether a shared Redis (``REDIS_URL`` or ``REDIS_SENTINELS``) is required to start.
+    REQUIRE_REDIS = False
 
 
 class DevelopmentConfig(Config):
@@ -107,13 +122,8 @@ class TestingConfig(Config):
 class ProductionConfig(Config):
     """Real WeChat, real Redis: refuses to start without its secrets."""
 
-    REQUIRED_SETTINGS = (
-        "SECRET_KEY",
-        "WECHAT_APP_ID",
-        "WECHAT_APP_SECRET",
-        "WECHAT_TOKEN",
-        "REDIS_URL",
-    )
+    REQUIRED_SETTINGS = ("SECRET_KEY", "WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN")
+    REQUIRE_REDIS = True
 
 
 CONFIGS: dict[str, type[Config]] = {

@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import CONFIGS, Config
 
 from . import emulator
-from .extensions import client_ip, init_redis, sock
+from .extensions import client_ip, init_redis, limiter_storage_uri, sock
 from .login.hub import LoginHub
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
@@ -118,7 +118,7 @@ def create_app(
     limiter = Limiter(
         client_ip,
         app=app,
-        storage_uri=app.config["REDIS_URL"] or "memory://",
+        storage_uri=limiter_storage_uri(app),
         key_prefix="ratelimit",
         headers_enabled=True,
         enabled=rate != "off",
@@ -155,6 +155,10 @@ def _crypto(app: Flask) -> WeChatCrypto | None:
 
 def _check_settings(app: Flask) -> None:
     missing = [name for name in app.config["REQUIRED_SETTINGS"] if not app.config.get(name)]
+    if app.config["REQUIRE_REDIS"] and not (
+        app.config["REDIS_URL"] or app.config["REDIS_SENTINELS"]
+    ):
+        missing.append("REDIS_URL (or REDIS_SENTINELS)")
     if missing:
         raise RuntimeError(f"missing required setting(s): {', '.join(missing)}")
     token = app.config["WECHAT_TOKEN"]

@@ -10,6 +10,7 @@ import logging
 import redis
 from flask import Flask, current_app, request
 from flask_sock import Sock
+from redis.sentinel import Sentinel
 
 from .login.service import LoginService
 
@@ -24,15 +25,23 @@ def client_ip() -> str:
 
 
 def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:
-    """Connect to ``REDIS_URL``, or make an in-process stand-in when it is unset.
+    """Connect to Redis: through Sentinel (``REDIS_SENTINELS``), at ``REDIS_URL``, or, with
+    neither, to an in-process stand-in.
 
     Returns:
         ``(text, raw)``: a client with ``decode_responses=True`` (also stored as
-        ``app.extensions["redis"]``), and one returning bytes, for the session store.
+        ``app.extensions["redis"]``), and one returning bytes, for the session store. Through
+        Sentinel both follow the current master across failovers.
     """
+    options = {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 15}
+    sentinels = app.config["REDIS_SENTINELS"]
     url = app.config["REDIS_URL"]
-    if url:
-        options = {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 15}
+    if sentinels:
+        sentinel = Sentinel(sentinels, socket_connect_timeout=2, socket_timeout=2)
+        master, db = app.config["REDIS_SENTINEL_MASTER"], app.config["REDIS_SENTINEL_DB"]
+        text = sentinel.master_for(master, db=db, decode_responses=True, **options)
+        raw = sentinel.master_for(master, db=db, **options)
+    elif url:
         text = redis.Redis.from_url(url, decode_responses=True, **options)
         raw = redis.Redis.from_url(url, **options)
     else:
@@ -47,6 +56,15 @@ def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:
         raw = fakeredis.FakeRedis(server=server)
     app.extensions["redis"] = text
     return text, raw
+
+
+def limiter_storage_uri(app: Flask) -> str:
+    """Where Flask-Limiter keeps its counters: the same Redis as everything else."""
+    sentinels = app.config["REDIS_SENTINELS"]
+    if sentinels:
+        hosts = ",".join(f"{host}:{port}" for host, port in sentinels)
+        return f"redis+sentinel://{hosts}/{app.config['REDIS_SENTINEL_MASTER']}"
+    return app.config["REDIS_URL"] or "memory://"
 
 
 def login_service() -> LoginService:

@@ -4,9 +4,11 @@ Redis is real wherever it is the subject: ``TEST_REDIS_URL`` (default db 15 on 1
 emptied before each test. CI starts the server; a missing one fails the run, never skips it.
 """
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -125,58 +127,201 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server_process(redis_url: str) -> Iterator[Callable[..., str]]:
-    """Start separate gunicorn server processes on the same Redis; returns their base URLs.
+class ServerProcesses:
+    """Starts separate gunicorn server processes; each call starts one and returns its base URL.
 
-    Each call starts one process (its own worker, its own hub listener) and waits until it
-    answers; all are stopped at the end of the test.
+    Each process is the leader of its own process group (arbiter and workers), so a test can
+    freeze or kill a whole server at once, and nothing of it outlives the test. Its log (the
+    app's and gunicorn's) goes to a file, read back with ``log()``.
     """
-    processes: list[subprocess.Popen] = []
 
-    def start(**env: str) -> str:
+    def __init__(self, redis_url: str, log_dir: Path) -> None:
+        self._redis_url = redis_url
+        self._log_dir = log_dir
+        self._processes: dict[str, subprocess.Popen] = {}
+
+    def __call__(
+        self,
+        *,
+        production: bool = False,
+        workers: int = 1,
+        redis_url: str | None = None,
+        **env: str,
+    ) -> str:
+        """Start a server and wait until it answers.
+
+        Args:
+            production: serve with ``gunicorn.conf.py`` (the gevent worker, its connection and
+                open-file settings) instead of the threaded worker.
+            workers: worker processes behind the one port.
+            redis_url: the Redis to use (default: the test's database).
+            env: further environment variables, e.g. ``LOGIN_RECHECK_SECONDS="60"``.
+
+        Returns:
+            The base URL, ``http://127.0.0.1:<port>``.
+        """
         port = free_port()
         environment = {
             **os.environ,
             "APP_ENV": "development",
-            "REDIS_URL": redis_url,
+            "REDIS_URL": redis_url or self._redis_url,
             "SECRET_KEY": "shared-between-test-workers",
             **env,
         }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "16",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "wsgi:app",
-            ],
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(process)
+        if production:
+            options = ["--config", "gunicorn.conf.py"]
+        else:
+            options = ["--worker-class", "gthread", "--threads", "16"]
+        log_path = self._log_dir / f"server-{port}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", *options]
+                + ["--workers", str(workers), "--bind", f"127.0.0.1:{port}"]
+                # Not the shared ~/.gunicorn control socket: each server would take it over.
+                + ["--no-control-socket", "wsgi:app"],
+                cwd=ROOT,
+                env=environment,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         base = f"http://127.0.0.1:{port}"
+        self._processes[base] = process
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                requests.get(base + "/api/me", timeout=1)
-                return base
-            except requests.ConnectionError:
+                with requests.get(base + "/api/me", timeout=2):
+                    return base
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or booting
                 time.sleep(0.1)
-        raise RuntimeError(f"server on port {port} did not start")
+        raise RuntimeError(f"server on port {port} did not start:\n{self.log(base)}")
+
+    def signal(self, base: str, signum: int) -> None:
+        """Send ``signum`` to the whole server at ``base``: its arbiter and every worker.
+
+        ``SIGSTOP`` freezes it (its sockets stay open, it answers nothing); ``SIGKILL`` kills
+        it as a crash would (the kernel closes its sockets), and is waited for.
+        """
+        process = self._processes[base]
+        os.killpg(process.pid, signum)
+        if signum == signal.SIGKILL:
+            process.wait(10)
+
+    def pid(self, base: str) -> int:
+        """The process id of the server at ``base`` (gunicorn's arbiter; its workers are its
+        children)."""
+        return self._processes[base].pid
+
+    def bases(self) -> list[str]:
+        """The base URLs of every server started, in order."""
+        return list(self._processes)
+
+    def log(self, base: str) -> str:
+        """What the server at ``base`` has logged so far."""
+        port = base.rsplit(":", 1)[1]
+        return (self._log_dir / f"server-{port}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGCONT)  # a frozen server cannot stop
+                # Quick shutdown: a graceful one waits out idle keep-alive connections, and
+                # no test here is about stopping.
+                process.send_signal(signal.SIGQUIT)
+        for process in self._processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+            # Workers outliving a killed arbiter: gone with their group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def server_process(redis_url: str, tmp_path: Path) -> Iterator[ServerProcesses]:
+    """Start separate gunicorn server processes on the same Redis; returns their base URLs.
+
+    Each call starts one process (its own worker, its own hub listener) and waits until it
+    answers; all are stopped at the end of the test. See ``ServerProcesses``.
+    """
+    servers = ServerProcesses(redis_url, tmp_path)
+    yield servers
+    servers.stop_all()
+    for base in servers.bases():
+        print(f"--- log of the server at {base} ---\n{servers.log(base)}")  # shown on failure
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, for tests that crash or restart
+    Redis (never the shared one). Its data lives in its own directory.
+
+    Args:
+        directory: its working directory (append-only file, log).
+        persistent: keep an append-only file, fsynced on every write, so that a restart
+            (even after a crash) finds every acknowledged write; otherwise it saves nothing
+            and a restart starts empty.
+    """
+
+    def __init__(self, directory: Path, *, persistent: bool) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._directory = directory
+        self._persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if persistent
+            else ["--appendonly", "no"]
+        )
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start it (again, on the same port and directory) and wait until it answers."""
+        log_file = self._directory / "redis.log"
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--dir", str(self._directory), "--logfile", str(log_file), "--save", ""]
+            + self._persistence,
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def crash(self) -> None:
+        """Kill it (SIGKILL): clients see their connections drop and new ones refused."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Returns a function: start a private Redis (``persistent=``, see ``RedisServer``).
+
+    Ask for it before ``server_process``, so that it is stopped after the servers using it.
+    """
+    servers: list[RedisServer] = []
+
+    def start(*, persistent: bool = False) -> RedisServer:
+        directory = tmp_path / f"redis-{len(servers)}"
+        directory.mkdir()
+        server = RedisServer(directory, persistent=persistent)
+        servers.append(server)
+        server.start()
+        return server
 
     yield start
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    for server in servers:
+        server.crash()

@@ -23,15 +23,18 @@ def make_hub(redis_url):
         hub.close()
 
 
-def wait_subscribed(hub: LoginHub, scene: str = "warm-up"):
-    with hub.waiting(scene):
-        assert hub.subscribed.wait(5)
+def settle(hub: LoginHub, *waiters: queue.SimpleQueue) -> None:
+    """Wait for the hub's subscription, and take the wake-up it gives every waiter (a publish
+    before it could not reach them, so they must re-read)."""
+    assert hub.subscribed.wait(5)
+    for wakeups in waiters:
+        assert wakeups.get(timeout=2)
 
 
 def test_publish_on_one_worker_wakes_the_waiter_on_another(make_hub):
     worker_a, worker_b = make_hub(), make_hub()
     with worker_a.waiting("scene-1") as wakeups, worker_a.waiting("scene-2") as other:
-        assert worker_a.subscribed.wait(5)
+        settle(worker_a, wakeups, other)
         worker_b.publish("scene-1")
         assert wakeups.get(timeout=2) == "scene-1"
         with pytest.raises(queue.Empty):
@@ -48,7 +51,7 @@ def test_waiter_is_forgotten_when_it_leaves(make_hub):
 def test_malformed_messages_are_ignored_and_the_listener_carries_on(make_hub, redis_client):
     hub = make_hub()
     with hub.waiting("scene-1") as wakeups:
-        assert hub.subscribed.wait(5)
+        settle(hub, wakeups)
         for garbage in ("not json", "[1, 2]", '{"type": "other", "scene": "scene-1"}', "{}"):
             redis_client.publish("login:attempts", garbage)
         hub.publish("scene-1")
@@ -60,7 +63,7 @@ def test_malformed_messages_are_ignored_and_the_listener_carries_on(make_hub, re
 def test_killed_subscription_reconnects_and_wakes_every_waiter(make_hub, redis_client):
     hub = make_hub()
     with hub.waiting("scene-1") as wakeups:
-        assert hub.subscribed.wait(5)
+        settle(hub, wakeups)
         assert redis_client.client_kill_filter(_type="pubsub") >= 1
         # Whatever was published while it was away is lost: every waiter is woken to re-read.
         assert wakeups.get(timeout=5) == "scene-1"

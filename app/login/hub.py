@@ -121,11 +121,14 @@ class LoginHub:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self._channel)
+                # Confirmed by Redis: from here on every publish reaches us.
+                pubsub.get_message(timeout=1.0)
                 self.subscribed.set()
                 if failures:
                     log.info("login hub resubscribed to %s", self._channel)
-                    # Anything published while we were away was lost: let every waiter re-read.
-                    self._wake_all()
+                # Anything published before now (while we were away, or before the very first
+                # subscription) never reached us: let every waiter re-read.
+                self._wake_all()
                 failures = 0
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)

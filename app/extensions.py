@@ -16,6 +16,11 @@ from .login.service import LoginService
 
 log = logging.getLogger(__name__)
 
+#: Redis connections one process opens at most per client, and how long a caller waits for one
+#: (seconds) before the call fails.
+POOL_SIZE = 64
+POOL_WAIT_SECONDS = 5
+
 sock = Sock()
 
 
@@ -42,8 +47,22 @@ def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:
         text = sentinel.master_for(master, db=db, decode_responses=True, **options)
         raw = sentinel.master_for(master, db=db, **options)
     elif url:
-        text = redis.Redis.from_url(url, decode_responses=True, **options)
-        raw = redis.Redis.from_url(url, **options)
+        # A bounded pool per client: thousands of greenlets wait their turn for a connection
+        # instead of each opening one (Redis refuses clients past its maxclients, 10,000).
+        text = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=POOL_SIZE,
+                timeout=POOL_WAIT_SECONDS,
+                decode_responses=True,
+                **options,
+            )
+        )
+        raw = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS, **options
+            )
+        )
     else:
         import fakeredis  # only needed for the stand-in
 

@@ -30,8 +30,9 @@ bp = Blueprint("ws", __name__)
 #: How long to wait for the browser's answer to our close frame, in seconds.
 CLOSE_HANDSHAKE_SECONDS = 2.0
 
-#: How often a waiting socket checks, locally, that its browser is still there and silent.
-IDLE_CHECK_SECONDS = 5.0
+#: How often a waiting socket checks, locally, that its browser is still there and silent
+#: (no Redis involved; the hub's sweep re-reads the state).
+IDLE_CHECK_SECONDS = 15.0
 
 
 @bp.before_request

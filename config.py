@@ -5,6 +5,7 @@ With no ``WECHAT_APP_ID`` the app runs against its built-in WeChat emulator; wit
 it keeps its state in an in-process Redis stand-in (single process only).
 """
 
+import ipaddress
 import os
 
 
@@ -90,6 +91,17 @@ class Config:
         origin.strip().rstrip("/")
         for origin in os.environ.get("LOGIN_ALLOWED_ORIGINS", "").split(",")
         if origin.strip()
+    )
+
+    #: Networks allowed to read ``/metrics`` (comma-separated CIDRs): loopback and private
+    #: addresses by default, never the public internet.
+    METRICS_ALLOWED_NETWORKS = tuple(
+        ipaddress.ip_network(network.strip())
+        for network in os.environ.get(
+            "METRICS_ALLOWED_NETWORKS",
+            "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+        ).split(",")
+        if network.strip()
     )
 
     #: How many reverse proxies in front of the app to trust for X-Forwarded-For/-Proto/-Host.

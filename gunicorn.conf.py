@@ -13,6 +13,7 @@ in docs/benchmarks.md (``python -m bench``).
 import logging
 import os
 import resource
+import tempfile
 
 log = logging.getLogger("gunicorn.error")
 
@@ -34,6 +35,22 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # unset: no access log
 
 
 def on_starting(server) -> None:
+    """Prepare the workers: metrics shared between them, and sockets that fit in the
+    open-file limit."""
+    # Each worker writes its metrics here; /metrics on any worker adds them all up. Set
+    # before any worker imports prometheus_client.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="wechat-login-"))
+    _fit_sockets_to_open_file_limit(server)
+
+
+def child_exit(server, worker) -> None:
+    """Drop a dead worker's live gauges (waiting sockets) from the metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _fit_sockets_to_open_file_limit(server) -> None:
     """Raise the open-file limit as far as allowed, and cap sockets to what fits in it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = DESCRIPTORS_PER_SOCKET * server.cfg.worker_connections + 100

@@ -19,7 +19,7 @@ from .login.hub import LoginHub
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
-from .views import api, callback, errors, pages, security, ws
+from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
@@ -112,7 +112,7 @@ def create_app(
         "max_message_size": 1024,
     }
     sock.init_app(app)
-    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp):
+    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp):
         app.register_blueprint(blueprint)
     rate = app.config["LOGIN_RATE_LIMIT"]
     limiter = Limiter(

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 
 import redis
 
+from ..metrics import WAITING_SOCKETS
+
 log = logging.getLogger(__name__)
 
 #: Reconnect delays of the listener, in seconds: quick at first, capped low.
@@ -80,15 +82,21 @@ class LoginHub:
         wakeups: queue.SimpleQueue[str] = queue.SimpleQueue()
         with self._lock:
             self._waiters.setdefault(scene, set()).add(wakeups)
+        WAITING_SOCKETS.inc()
         try:
             yield wakeups
         finally:
+            WAITING_SOCKETS.dec()
             with self._lock:
                 waiters = self._waiters.get(scene)
                 if waiters is not None:
                     waiters.discard(wakeups)
                     if not waiters:
                         del self._waiters[scene]
+
+    def start(self) -> None:
+        """Start this process's listener (and sweep) now rather than at the first waiter."""
+        self._ensure_listener()
 
     def waiting_count(self) -> int:
         """How many waiters this process holds."""

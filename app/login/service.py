@@ -11,6 +11,7 @@ from functools import partial
 
 import redis
 
+from ..metrics import DEDUPLICATED, LOGINS, QRCODES_CREATED, SCANS
 from ..wechat.client import QRCode, WeChatClient
 from ..wechat.errors import WeChatError
 from ..wechat.messages import Message, ScanEvent
@@ -105,6 +106,7 @@ class LoginService:
             return live, QRCode(live.ticket, live.expires_in(now), live.qrcode_url)
         scene = new_scene(now)
         qrcode = self.wechat.create_qrcode(scene, self.qr_expire_seconds)
+        QRCODES_CREATED.inc()
         attempt = self.store.create_attempt(
             scene,
             browser_hash,
@@ -137,6 +139,7 @@ class LoginService:
             return None
         earlier_reply = self.store.claim_callback(message.dedupe_key)
         if earlier_reply:
+            DEDUPLICATED.inc()
             log.info("retried callback deduplicated")
             return earlier_reply
         if earlier_reply == "" and message.login_scan() is None:
@@ -165,7 +168,8 @@ class LoginService:
             outcome, attempt = self.store.mark_scanned(scan.scene_str, scan.openid)
         else:
             outcome, attempt = self.store.confirm(scan.scene_str, scan.openid)
-        kind = "new follower" if scan.new_follower else "returning follower"
+        kind = "new_follower" if scan.new_follower else "returning"
+        SCANS.labels(kind).inc()
         log.info("scan by a %s scene=%s outcome=%s", kind, scan.scene_str, outcome.value)
         if outcome is ConfirmOutcome.CONFIRMED:
             self._signed_in(scan.openid, scan.scene_str)
@@ -205,6 +209,7 @@ class LoginService:
         return False
 
     def _signed_in(self, openid: str, scene: str) -> None:
+        LOGINS.inc()
         self.users.record_login(openid)
         # State first, then the push: a waiter that misses it still reads the truth.
         self.hub.publish(scene)

@@ -81,6 +81,7 @@ class Attempt:
         code: the one-time code for the browser, once confirmed.
         ticket, qrcode_url: the QR code WeChat made for it (given back to the same browser).
         context: site, browser and IP of the attempt, for the scanner to check.
+        confirmed_at: when it was confirmed, epoch seconds (None before).
     """
 
     scene: str
@@ -93,6 +94,7 @@ class Attempt:
     ticket: str = ""
     qrcode_url: str = ""
     context: AttemptContext = AttemptContext()
+    confirmed_at: float | None = None
 
     def owned_by(self, browser_hash: str) -> bool:
         """Tell, in constant time, whether the browser with this secret hash made the attempt."""
@@ -248,6 +250,7 @@ class LoginStore:
             context=AttemptContext(
                 data.get("site", ""), data.get("browser", ""), data.get("ip", "")
             ),
+            confirmed_at=float(data["confirmed_at"]) if "confirmed_at" in data else None,
         )
         still_open = attempt.status in (Status.WAITING, Status.SCANNED)
         if still_open and self._clock() >= attempt.expires_at:
@@ -275,7 +278,13 @@ class LoginStore:
             key = self._attempt_key(scene)
             pipe.multi()
             pipe.hset(
-                key, mapping={"status": Status.CONFIRMED.value, "openid": openid, "code": code}
+                key,
+                mapping={
+                    "status": Status.CONFIRMED.value,
+                    "openid": openid,
+                    "code": code,
+                    "confirmed_at": repr(self._clock()),
+                },
             )
             pipe.expire(key, self._code_ttl)
             pipe.set(f"login:code:{code}", scene, ex=self._code_ttl)

@@ -6,11 +6,13 @@ Doc followed: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information
 
 import logging
 import time
+from typing import NoReturn
 
 import redis
 from flask import Blueprint, Response, abort, current_app, request
 
 from ..extensions import login_service
+from ..metrics import SIGNATURE_FAILURES
 from ..wechat.crypto import WeChatCrypto
 from ..wechat.errors import DecryptionError, InvalidSignatureError, MalformedMessageError
 from ..wechat.messages import MAX_MESSAGE_BYTES, Message, parse_fields, parse_message, text_reply
@@ -36,8 +38,7 @@ def require_signature() -> None:
     if not check_signature(
         current_app.config["WECHAT_TOKEN"], signature, timestamp, args.get("nonce", "")
     ):
-        log.warning("callback refused: bad signature from %s", request.remote_addr)
-        abort(403, "invalid signature")
+        _refuse("bad signature")
     if request.method == "POST":
         _refuse_replay(signature, timestamp)
 
@@ -47,10 +48,9 @@ def _refuse_replay(signature: str, timestamp: str) -> None:
     # query would let anyone post any scan, e.g. of their own QR code in someone's name.
     max_age = current_app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
     if not timestamp.isascii() or not timestamp.isdigit():
-        abort(403, "invalid timestamp")
+        _refuse("invalid timestamp")
     if abs(time.time() - int(timestamp)) > max_age:
-        log.warning("callback refused: timestamp %s is outside the window", timestamp)
-        abort(403, "stale timestamp")
+        _refuse("stale timestamp")
     try:
         first_use = login_service().store.claim_signature(signature, 2 * max_age)
     except redis.RedisError as exc:
@@ -58,8 +58,14 @@ def _refuse_replay(signature: str, timestamp: str) -> None:
         log.error("replay check skipped, Redis unavailable: %s", exc)
         return
     if not first_use:
-        log.warning("callback refused: replayed signature")
-        abort(403, "replayed request")
+        _refuse("replayed signature")
+
+
+def _refuse(reason: str) -> NoReturn:
+    """Answer 403 to a callback that is not provably WeChat's, and count it."""
+    SIGNATURE_FAILURES.inc()
+    log.warning("callback refused from %s: %s", request.remote_addr, reason)
+    abort(403, reason)
 
 
 @bp.get("/callback")
@@ -94,8 +100,7 @@ def receive() -> Response:
             body, key_index = _decrypt(crypto, body)
         message = parse_message(body)
     except InvalidSignatureError:
-        log.warning("callback refused: bad msg_signature from %s", request.remote_addr)
-        abort(403, "invalid msg_signature")
+        _refuse("bad msg_signature")
     except (MalformedMessageError, DecryptionError) as exc:
         log.warning("callback refused: %s", exc)
         abort(400, "malformed message")

@@ -20,6 +20,7 @@ from wsproto.frame_protocol import CloseReason
 
 from ..extensions import login_service, sock
 from ..login.store import Attempt, Status
+from ..metrics import EXPIRED, SCAN_TO_PUSH
 from .cookies import browser_hash
 from .security import require_same_origin
 
@@ -82,6 +83,7 @@ def login_socket(ws: Server, scene: str) -> None:
                     continue  # nothing happened: no need to ask Redis
             attempt = _reread(scene, attempt)
     ws.send(json.dumps(frame))
+    _count(frame, attempt)
     log.info("login socket answered scene=%s status=%s", scene, frame["status"])
     _close_handshake(ws, CloseReason.NORMAL_CLOSURE)
 
@@ -95,6 +97,13 @@ def _browser_still_listening(ws: Server) -> bool:
         _close_handshake(ws, CloseReason.POLICY_VIOLATION)
         return False
     return True
+
+
+def _count(frame: dict[str, Any], attempt: Attempt | None) -> None:
+    if frame["status"] == "expired":
+        EXPIRED.inc()
+    elif frame["status"] == "confirmed" and attempt and attempt.confirmed_at:
+        SCAN_TO_PUSH.observe(max(time.time() - attempt.confirmed_at, 0))
 
 
 def _expires_in(attempt: Attempt | None) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 import requests
 
+from ..metrics import WECHAT_API_ERRORS
 from .errors import InvalidCredentialError, WeChatTransportError, api_error
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,8 @@ class WeChatClient:
         if errcode in COOLDOWN_SECONDS:
             self._redis.set(cooldown_key, errcode, ex=COOLDOWN_SECONDS[errcode])
         if errcode:
+            WECHAT_API_ERRORS.labels(str(errcode)).inc()
+            log.warning("WeChat %s %s answered errcode=%s", method, path, errcode)
             raise api_error(errcode, str(data.get("errmsg", "")))
         return data
 
@@ -247,9 +250,11 @@ class WeChatClient:
                 method, self.api_base + path, params=query, json=json, timeout=self._timeout
             )
         except requests.RequestException as exc:
+            WECHAT_API_ERRORS.labels("transport").inc()
             # Name the path, never the URL: its query may hold the AppSecret or access_token.
             raise WeChatTransportError(f"{method} {path}: {type(exc).__name__}") from None
         if not response.ok:
+            WECHAT_API_ERRORS.labels("transport").inc()
             raise WeChatTransportError(f"{method} {path}: HTTP {response.status_code}")
         try:
             data = response.json()

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the login, free of Flask.
+
+Under gunicorn, ``gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker
+imports this module: every worker then writes its own samples there and ``/metrics`` adds them
+up (``prometheus_client``'s multiprocess mode). Elsewhere the default registry serves.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+QRCODES_CREATED = Counter(
+    "wechat_login_qrcodes_created_total", "QR codes created with WeChat's qrcode/create."
+)
+SCANS = Counter(
+    "wechat_login_scans_total",
+    "Scans of a login QR code, by kind: new_follower (subscribe) or returning (SCAN).",
+    ["kind"],
+)
+LOGINS = Counter("wechat_login_logins_total", "Attempts confirmed by their scanner.")
+EXPIRED = Counter(
+    "wechat_login_expired_total", "Waiting pages told that their QR code expired unscanned."
+)
+DEDUPLICATED = Counter(
+    "wechat_login_callbacks_deduplicated_total",
+    "WeChat retries answered from the record of the first delivery.",
+)
+SIGNATURE_FAILURES = Counter(
+    "wechat_login_signature_failures_total",
+    "Callbacks refused for a bad signature or msg_signature, a stale timestamp or a replay.",
+)
+WECHAT_API_ERRORS = Counter(
+    "wechat_login_wechat_api_errors_total",
+    "Failed WeChat API calls, by errcode (or 'transport' when WeChat was not reached).",
+    ["errcode"],
+)
+WAITING_SOCKETS = Gauge(
+    "wechat_login_waiting_sockets",
+    "Login pages waiting on their websocket.",
+    multiprocess_mode="livesum",
+)
+SCAN_TO_PUSH = Histogram(
+    "wechat_login_scan_to_push_seconds",
+    "From the scan's confirmation written in Redis to the frame sent to the waiting page.",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)

@@ -1,0 +1,81 @@
+"""Health, readiness and metrics endpoints."""
+
+import pytest
+import redis
+
+from tests.conftest import fixture_xml, signed_query
+
+#: Nothing listens on port 1: every Redis call fails at once.
+REDIS_DOWN = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+
+
+def metric(client, name: str) -> float:
+    """One sample's value from /metrics (0 when absent)."""
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_healthz_answers_while_the_process_is_up(client):
+    response = client.get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+
+
+def test_readyz_when_redis_answers_and_the_listener_is_subscribed(app, client):
+    response = client.get("/readyz")
+
+    assert (response.status_code, response.get_json()) == (200, {"status": "ready"})
+    assert app.extensions["wechat_login"].hub.subscribed.is_set()
+
+
+@pytest.mark.parametrize("app_overrides", [REDIS_DOWN], ids=["redis-down"])
+def test_readyz_is_503_when_redis_is_down(app, client):
+    with pytest.raises(redis.ConnectionError):
+        app.extensions["redis"].ping()
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert set(response.get_json()["failing"]) == {"redis", "pubsub listener"}
+
+
+def test_metrics_count_the_login_steps(client):
+    created, logins = (
+        metric(client, "wechat_login_qrcodes_created_total"),
+        metric(client, "wechat_login_logins_total"),
+    )
+    returning = 'wechat_login_scans_total{kind="returning"}'
+    scans = metric(client, returning)
+    refused = metric(client, "wechat_login_signature_failures_total")
+
+    scene = client.post("/api/login/qrcode").get_json()["scene"]
+    body = fixture_xml("scan", scene=scene)
+    client.post("/wechat/callback", query_string=signed_query(), data=body)
+    client.post("/wechat/callback", query_string={"signature": "forged"}, data=body)
+
+    assert metric(client, "wechat_login_qrcodes_created_total") == created + 1
+    assert metric(client, returning) == scans + 1
+    assert metric(client, "wechat_login_logins_total") == logins + 1
+    assert metric(client, "wechat_login_signature_failures_total") == refused + 1
+
+
+@pytest.mark.parametrize(
+    ("address", "served"),
+    [("127.0.0.1", True), ("10.1.2.3", True), ("192.168.0.9", True), ("8.8.8.8", False)],
+)
+def test_metrics_are_served_to_private_networks_only(client, address, served):
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": address})
+
+    assert response.status_code == (200 if served else 403)
+    assert (b"wechat_login_logins_total" in response.data) is served
+
+
+@pytest.mark.parametrize("app_overrides", [{"TRUSTED_PROXIES": 1}])
+def test_metrics_judge_the_client_behind_a_trusted_proxy_not_the_proxy(client):
+    from_internet = client.get(
+        "/metrics",
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        headers={"X-Forwarded-For": "8.8.8.8"},
+    )
+    assert from_internet.status_code == 403

@@ -25,8 +25,9 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "6000"))
 #: Connections kept free in every worker for WeChat's callback and the JSON API.
 RESERVED_CONNECTIONS = 200
-#: File descriptors a waiting socket costs: its connection, and the duplicate that
-#: simple-websocket takes of it under gevent.
+#: File descriptors budgeted per waiting socket: one was measured under this worker
+#: (docs/benchmarks.md); the second is headroom, as simple-websocket duplicates the socket
+#: under other gevent servers.
 DESCRIPTORS_PER_SOCKET = 2
 timeout = 30
 graceful_timeout = 10

@@ -59,6 +59,13 @@ def login_socket(ws: Server, scene: str) -> None:
     Registers with the hub, then reads the attempt, then waits: woken by the hub's push, or by
     its sweep, or at the QR's expiry, so a missed push costs at most a sweep, never a login.
     """
+    try:
+        _serve(ws, scene)
+    except OSError:
+        pass  # the browser left mid-send; it resumes by reconnecting
+
+
+def _serve(ws: Server, scene: str) -> None:
     service = login_service()
     cap = current_app.config["LOGIN_MAX_SOCKETS"]
     if cap and service.hub.waiting_count() >= cap:

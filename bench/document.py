@@ -1,0 +1,402 @@
+"""docs/benchmarks.md: the figures, with the machine, the method, the worker model, and what
+limited them."""
+
+import re
+import textwrap
+
+from .pages import RECONNECT_DELAYS_SECONDS
+from .push import CALLBACK_CONNECTIONS, LOST_AFTER_SECONDS
+from .report import (
+    TARGET_PUSH_FLOOR_RATIO,
+    TARGET_PUSH_P99_MS,
+    TARGET_RSS_PER_SOCKET_KB,
+    burst_cap,
+    cores,
+    counts,
+    figures_table,
+    markdown_table,
+    ms,
+    redis_commands_per_request,
+    server_ms_per_request,
+    worker_model_table,
+)
+from .run import MAX_RUN_SECONDS, QR_CONCURRENCY, Results
+from .workers import CALLBACKS, EXHAUSTION_SOCKETS, EXHAUSTION_THREADS, WorkerModelResult
+
+#: The log line of a Redis call refused by redis-py's connection pool.
+POOL_EXHAUSTED = "MaxConnectionsError: Too many connections"
+#: The second traceback of a request whose session could not be read.
+SESSION_SAVE_FAILED = "object has no attribute 'sid'"
+#: How long WeChat waits for the answer to a callback, in ms.
+WECHAT_WAIT_MS = 5000
+#: What the hub logs for a message on its channel that no worker of ours published.
+FOREIGN_MESSAGE = "login hub ignored"
+
+
+def markdown(results: Results) -> str:
+    """The whole page."""
+    sections = [
+        _heading(results),
+        "## Results\n\n" + markdown_table(figures_table(results)),
+        _method(results),
+        _worker_model(results),
+        _push_against_polling(results),
+        _limits(results),
+        _server_log(results),
+    ]
+    return "\n\n".join(_reflow(section) for section in sections) + "\n"
+
+
+#: Width the prose is wrapped to (tables are left as they are).
+LINE_WIDTH = 100
+#: A number and its unit, which a line must not split.
+_NUMBER_AND_UNIT = re.compile(r"(\d) (ms|%|KiB|MiB|GiB|s|minutes)(?!\w)")
+
+
+def _reflow(text: str) -> str:
+    """Wrap each paragraph and list item of ``text`` to ``LINE_WIDTH``; headings and tables
+    stay as they are."""
+    blocks = []
+    for block in text.split("\n\n"):
+        if block.startswith(("#", "|", "**")):
+            blocks.append(block)
+        elif block.startswith("- "):
+            items = ("\n" + block).split("\n- ")[1:]
+            blocks.append("\n".join(_fill(item, "- ", "  ") for item in items))
+        else:
+            blocks.append(_fill(block, "", ""))
+    return "\n\n".join(blocks)
+
+
+def _fill(text: str, first: str, rest: str) -> str:
+    # textwrap breaks only at ASCII spaces: a no-break space holds a number to its unit.
+    joined = _NUMBER_AND_UNIT.sub("\\1\u00a0\\2", " ".join(text.split()))
+    wrapped = textwrap.fill(
+        joined,
+        LINE_WIDTH,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    return wrapped.replace("\u00a0", " ")
+
+
+def _heading(results: Results) -> str:
+    machine = results.machine
+    soft, hard = results.open_file_limit
+    facts = [
+        ("Machine and software", ""),
+        ("CPU", f"{machine.cpu_model}, {machine.cores} logical CPUs (`nproc`)"),
+        ("Memory", f"{machine.memory_gb:.1f} GiB"),
+        ("Kernel", f"Linux {machine.kernel}"),
+        ("Python", machine.python),
+        ("Packages", ", ".join(f"{name} {version}" for name, version in machine.packages.items())),
+        (
+            "Redis",
+            f"{machine.redis_server} on 127.0.0.1:6379, database {results.options.redis_db}, "
+            "emptied first",
+        ),
+        ("Load generator's open-file limit", f"raised to {soft:,} (hard limit {hard:,})"),
+        (
+            "Other work on the machine",
+            f'{cores(results.background_load)} before the run; then see "other work"',
+        ),
+    ]
+    return f"""# Benchmarks
+
+Written by `python -m bench` on {results.started_at:%Y-%m-%d %H:%M} UTC; the run took
+{results.seconds / 60:.1f} minutes. Run it again to refresh this page (`--quick` for a smoke run;
+`--help` for the options).
+
+**Command:** `{results.command}`
+
+{markdown_table(facts)}"""
+
+
+def _method(results: Results) -> str:
+    options = results.options
+    held = results.deployment.holding
+    return f"""## How it was measured
+
+- **Server**, as deployed: `python -m gunicorn -c gunicorn.conf.py --bind 127.0.0.1:<port>
+  --workers 2 wsgi:app` (gevent workers, `worker_connections` 6000, the open-file limit raised
+  and `LOGIN_MAX_SOCKETS` set by `gunicorn.conf.py`), in emulator mode (`APP_ENV=development`, no
+  `WECHAT_APP_ID`) with `REDIS_URL` on loopback, `LOGIN_RATE_LIMIT=off`,
+  `LOGIN_QR_EXPIRE_SECONDS=900`. In emulator mode the WeChat API calls (`access_token`, the
+  `user/info` look-up after each login) are answered inside the server process, so their CPU
+  counts here; in production it is WeChat's.
+- **Load generator**: this process, separate from the server and on the same
+  {results.machine.cores} cores (its own CPU is shown beside each burst): asyncio, `websockets`
+  for the pages, and a small keep-alive HTTP/1.1 client for everything else. All traffic is to
+  127.0.0.1; every phase is bounded in count and time, and the run stops itself after
+  {MAX_RUN_SECONDS // 60} minutes at most. It used {held.client_rss_mb:,.0f} MiB with
+  {held.opened.held:,} sockets open.
+- **Waiting sockets**: {options.sockets:,} login attempts were **seeded in Redis** with the app's
+  own `LoginStore.create_attempt` (each bound to a browser secret of its own) rather than through
+  `POST /api/login/qrcode`, whose QR rendering would have been most of what seeding measured.
+  Each page then opened `/ws/login/<scene>` as a browser does (its `wxlogin_browser` cookie, the
+  site's `Origin`), {options.connect_rate:g} new sockets a second, and waited for its "waiting"
+  frame; a failed socket was retried after
+  {", ".join(f"{delay:g}" for delay in RECONNECT_DELAYS_SECONDS)} s, as `static/login.js` does.
+  Pages send no pings and answer the server's (every 25 s). Memory is the workers' resident memory
+  after, less before, divided by the sockets held; idle CPU is the server's CPU time over
+  {options.idle_seconds:g} s of nothing happening, divided by the wall time.
+- **Scan-to-push**: {options.scans:,} of the waiting pages were scanned, {options.scan_rate:g} a
+  second: a signed `SCAN` event (`tests/fixtures/scan.xml`, a fresh nonce each) posted to
+  `/wechat/callback` over {CALLBACK_CONNECTIONS} keep-alive connections, timed from the POST's
+  first byte to the "confirmed" frame at that page. A scan with no such frame within
+  {LOST_AFTER_SECONDS:g} s is a lost login; a page
+  told its outcome twice, or told anything without a scan, is a duplicated one.
+- **The floor**, measured in the same run with the sockets held: {options.floor_samples:,} Redis
+  PUBLISHes each timed until a subscriber on another connection read it (redis-py), and
+  {options.floor_samples:,} `GET /api/me` (401, no Redis) on a keep-alive connection.
+- **Callbacks per second**: {options.burst_callbacks:,} signed callbacks of each kind,
+  {options.burst_concurrency} in flight on as many keep-alive connections, with the sockets still
+  held: `SCAN`s that sign in (attempts seeded for them; no page waits) and text messages
+  (signature, replay check, XML parse, `success`).
+- **QR creations**: {options.qrcodes:,} real `POST /api/login/qrcode`, each from a new browser
+  (empty cookie jar, the site's `Origin`), {QR_CONCURRENCY} at a time; then one of them signed in
+  through every public step (socket, scan, `POST /api/login/redeem`) for the polling phase's
+  session.
+- **Polling**, the way most published implementations wait for the scan: the product has no
+  polling endpoint, so the stand-in is `GET /api/me` with that signed-in session (a Redis read
+  of the session and one of the user, then JSON), once a second per browser, {options.pollers:,}
+  browsers for {options.poll_seconds:g} s, each on its own keep-alive connection at its own
+  phase. Its delay: a "scan" at a random moment per browser, to the end of the first poll sent
+  after it.
+- **Worker models**: one worker each, gevent (as deployed) and gthread, holding
+  {options.compare_sockets:,} sockets, then gthread with {EXHAUSTION_THREADS} threads (the README's
+  figure) and {EXHAUSTION_SOCKETS} sockets; {CALLBACKS} text callbacks were posted to each while
+  it held them."""
+
+
+def _worker_model(results: Results) -> str:
+    gevent, gthread, exhausted = results.worker_models
+    return f"""## Worker model: why gevent
+
+{markdown_table(worker_model_table(results))}
+
+Under gunicorn's threaded worker a flask-sock socket holds a pool thread for its whole life,
+and simple-websocket gives it a reader thread of its own: {gthread.threads:,} OS threads for
+{gthread.held:,} sockets here, and {gthread.rss_per_socket_kb:.0f} KiB per socket (gevent:
+{gevent.rss_per_socket_kb:.0f} KiB). Worse, the pool is shared with every other request: with
+{EXHAUSTION_THREADS} threads, {_exhaustion(exhausted)} gevent holds every socket on two greenlets in
+one thread ({gevent.threads} OS threads in all, gevent's resolver pool included) and answered the
+same callbacks with {gevent.held:,} sockets open in {ms(gevent.callback.p50_ms)}. So
+`gunicorn.conf.py` runs gevent, with `worker_connections` 6000 and `LOGIN_MAX_SOCKETS` keeping 200
+connections of every worker free for WeChat's callback and the JSON API."""
+
+
+def _exhaustion(model: WorkerModelResult) -> str:
+    pages = f"{model.held} of {model.case.sockets} pages were served and the rest waited"
+    asked = model.callbacks_unanswered + model.callback.count
+    if model.callbacks_unanswered:
+        return (
+            f"{pages}, as did the callbacks: {model.callbacks_unanswered} of {asked} got no"
+            " answer within 10 s, where WeChat gives up after 5 s and the scan is lost."
+        )
+    if model.callback.max_ms > WECHAT_WAIT_MS:
+        return (
+            f"{pages}, as did the callbacks: answered after {ms(model.callback.p50_ms)}"
+            " (median), when WeChat gives up after 5 s and the scan is lost."
+        )
+    return f"{pages}; the callbacks were answered in {ms(model.callback.p50_ms)} (median)."
+
+
+def _push_against_polling(results: Results) -> str:
+    deployment = results.deployment
+    polling, idle = deployment.polling, deployment.idle
+    held = max(deployment.holding.opened.held, 1)
+    polling_cores = (polling.cpu.server + polling.cpu.redis) / polling.browsers * 1000
+    socket_cores = (idle.server + idle.redis) / held * 1000
+    failed = f", and {polling.failed:,} of its requests failed" if polling.failed else ""
+    return (
+        "## Push against polling\n\n"
+        f"{polling.browsers:,} browsers polling once a second sent {polling.rate:,.0f} requests"
+        f" a second and kept the server and Redis {cores(polling.cpu.server + polling.cpu.redis)}"
+        f" busy{failed}; a scan reached them after {ms(polling.delay_p50_ms)} (median): half the"
+        f" interval, plus the poll itself, which took {ms(polling.latency.p50_ms)} (median) on a"
+        f" server that busy. The same server held {held:,} waiting sockets at"
+        f" {cores(idle.server + idle.redis)} and pushed each scan in"
+        f" {ms(deployment.push.push.p50_ms)} (median). Per 1,000 browsers: {cores(polling_cores)}"
+        f" against {cores(socket_cores)}, and 1,000 requests a second against none."
+    )
+
+
+def _limits(results: Results) -> str:
+    notes = [
+        note
+        for note in (
+            _sockets_note(results),
+            _memory_note(results),
+            _idle_note(results),
+            _push_note(results),
+            _pause_note(results),
+            _callbacks_note(results),
+            _polling_note(results),
+            _qr_note(results),
+        )
+        if note
+    ]
+    return "## What limited the figures\n\n" + "\n".join(notes)
+
+
+def _sockets_note(results: Results) -> str:
+    opened = results.deployment.holding.opened
+    if not opened.failed_tries:
+        return ""
+    note = (
+        f"- **Opening sockets**: tries failed ({counts(opened.failed_tries)}) and were retried as "
+        f"the page does; {counts(opened.failures)} gave up."
+    )
+    if _logged(results, POOL_EXHAUSTED):
+        note += (
+            f' The 503s are the app\'s "Redis unavailable": its Redis client raised '
+            f"`{POOL_EXHAUSTED}` ({_logged(results, POOL_EXHAUSTED):,} times in the log). redis-py"
+            " 8 caps a connection pool at 100 connections and raises at once when all are in"
+            " use; under gevent every greenlet inside a Redis call holds one, so a backlog of"
+            " handshakes after a pause of the worker goes past it (`app/extensions.py`,"
+            " `init_redis`: no `max_connections`, no blocking pool)."
+        )
+    return note
+
+
+def _memory_note(results: Results) -> str:
+    rss = results.deployment.holding.rss_per_socket_kb
+    if rss <= TARGET_RSS_PER_SOCKET_KB:
+        return ""
+    return (
+        f"- **Memory per socket** ({rss:.1f} KiB, {rss - TARGET_RSS_PER_SOCKET_KB:.1f} KiB over): "
+        "for its whole life a waiting socket keeps gunicorn's parsed request and WSGI environ,"
+        " Flask's request context, two greenlets with their saved stacks (the view, parked on the"
+        " hub's queue, and simple-websocket's reader), a gevent selector for the ping timer,"
+        " wsproto's state and the hub's queue. A tracemalloc snapshot of one worker holding 2,000"
+        " sockets (taken outside the benchmark) finds about two thirds of it in Python objects:"
+        " the view's frames about 5 KiB, gunicorn's request about 4 KiB, the selector about"
+        " 4 KiB, the hub's queue and the greenlets about 2.5 KiB each."
+    )
+
+
+def _idle_note(results: Results) -> str:
+    idle = results.deployment.idle
+    return (
+        f"- **Idle CPU** ({cores(idle.server)} for {results.deployment.holding.opened.held:,}"
+        f" sockets): every second each worker's hub reads the status of every socket it holds"
+        f" ({idle.sweep_commands / idle.seconds:,.0f} HGETs/s measured here), and every 5 s each"
+        " socket wakes to check that its browser is still there; pings come every 25 s. Outside"
+        " the benchmark, one worker idling with 5,000 sockets used 23 % of a core, and 15 % with"
+        " the sweep put off (`LOGIN_RECHECK_SECONDS=100000`): the sweep is about a third."
+    )
+
+
+def _push_note(results: Results) -> str:
+    deployment = results.deployment
+    push, floor = deployment.push, deployment.floor
+    if push.push.p50_ms <= TARGET_PUSH_FLOOR_RATIO * floor.p50_ms:
+        return ""
+    commands = redis_commands_per_request(push.cpu, push.scanned)
+    cpu_ms = server_ms_per_request(push.cpu, push.scanned, deployment.idle)
+    return (
+        f"- **Scan-to-push median**: the floor is one Redis round trip and one HTTP round trip; a"
+        f" scan is {commands:.0f} Redis commands (Redis's count over the scans, the hubs' sweeps"
+        f" left out), issued mostly one round trip after another before the PUBLISH (replay check,"
+        f" dedupe claim, a read, a WATCH/MULTI confirmation, a read again, the user record), and"
+        f" {cpu_ms:.1f} ms of server CPU, the emulator's `user/info` look-up included. One"
+        f" round trip (the floor's PUBLISH) took {ms(floor.publish.p50_ms)} here: ten in a row"
+        f" are already past twice the floor. With {deployment.holding.opened.held:,} sockets"
+        f" held, the callback's own answer took {ms(push.reply.p50_ms)} (median), against the"
+        f" floor's HTTP round trip of {ms(floor.http.p50_ms)}."
+    )
+
+
+def _pause_note(results: Results) -> str:
+    push = results.deployment.push
+    if push.push.p99_ms < TARGET_PUSH_P99_MS:
+        return ""
+    return (
+        f"- **Scan-to-push p99** ({ms(push.push.p99_ms)}, with other work on the machine at"
+        f" {cores(push.cpu.others)}): the tail is pauses of a whole worker, which answers nothing"
+        " meanwhile. Seen outside the benchmark at 5,000 sockets per worker, with a `gc.callbacks`"
+        " hook and a 10-ms watchdog greenlet added through a copy of `gunicorn.conf.py`: full"
+        " (generation-2) garbage collections, each walking every object the sockets keep, of"
+        " 100 ms to 1 s, every few seconds while sockets were opening and about one in ten"
+        " seconds at 50 scans/s, the slowest scans falling on the longest;"
+        " and the hub's status sweep, which reads 1,000 statuses per pipeline every second and"
+        " parses them without yielding (tens of ms a batch)."
+    )
+
+
+def _callbacks_note(results: Results) -> str:
+    bursts = results.deployment.bursts
+    concurrency = results.options.burst_concurrency
+    costs = "; ".join(
+        f"{burst.kind}: {server_ms_per_request(burst.cpu, burst.sent):.2f} ms of server CPU each"
+        f" (2 cores would top out near {burst_cap(burst):,.0f}/s counting Redis and the load"
+        f" generator), {burst.rate:,.0f}/s measured with the server at {cores(burst.cpu.server)}"
+        f" and other work at {cores(burst.cpu.others)}"
+        for burst in bursts
+    )
+    return (
+        f"- **Callbacks per second**: {costs}. The p99s are queueing: at {concurrency} in flight"
+        f" the mean wait is {concurrency} / rate (Little's law), so p99 under 50 ms at that"
+        f" concurrency needs well over {concurrency * 20:,}/s."
+    )
+
+
+def _polling_note(results: Results) -> str:
+    polling = results.deployment.polling
+    if not polling.failed:
+        return ""
+    note = (
+        f"- **Polling**: {polling.failed:,} of {polling.requests:,} polls failed"
+        f" ({counts(polling.failures)})"
+    )
+    if _logged(results, SESSION_SAVE_FAILED):
+        note += (
+            f": `/api/me` hit `{POOL_EXHAUSTED}` inside Flask-Session's `open_session`"
+            " (the session client's pool), which the app's error handlers do not see: a 500 and"
+            f" a second traceback (`{SESSION_SAVE_FAILED}`) each time"
+        )
+    return note + ". The median delay counts the wait for the next poll that succeeded."
+
+
+def _qr_note(results: Results) -> str:
+    qrcodes = results.deployment.qrcodes
+    cpu_ms = server_ms_per_request(qrcodes.cpu, qrcodes.asked)
+    return (
+        f"- **QR creations**: {cpu_ms:.0f} ms of server CPU each, most of it drawing the QR"
+        " code as SVG in pure Python (`app/login/qrimage.py`, `qrcode`), which caps page loads"
+        f" near {2000 / cpu_ms:,.0f}/s on 2 cores."
+    )
+
+
+def _all_kinds(results: Results) -> list[str]:
+    """Every kind of log line, of the deployment and of the worker models."""
+    summaries = [results.deployment.log_summary, *(m.log_summary for m in results.worker_models)]
+    return [kind for summary in summaries for kind in summary]
+
+
+def _logged(results: Results, text: str) -> int:
+    """Lines of the deployment's log, of any kind, that contain ``text``."""
+    return sum(n for kind, n in results.deployment.log_summary.items() if text in kind)
+
+
+def _server_log(results: Results) -> str:
+    lines = ["## Server log\n", f"Warnings and errors, by kind (logs kept in `{results.log_dir}`)."]
+    if any(FOREIGN_MESSAGE in kind for kind in _all_kinds(results)):
+        lines.append(
+            "Some lines come from others using the same Redis server: pub/sub channels span"
+            " its databases, so what another deployment or test run publishes on"
+            " `login:attempts` reaches this server's hub too."
+        )
+    logs = [("deployment", results.deployment.log_summary)] + [
+        (model.case.label, model.log_summary) for model in results.worker_models
+    ]
+    for name, summary in logs:
+        rows = [("Lines", "Kind")] + [
+            (f"{n:,}", "`" + kind[:160].replace("`", "'").replace("|", "\\|") + "`")
+            for kind, n in sorted(summary.items(), key=lambda item: -item[1])
+        ]
+        lines.append(f"\n**{name}**\n\n" + markdown_table(rows))
+    return "\n".join(lines)

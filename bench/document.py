@@ -4,6 +4,8 @@ limited them."""
 import re
 import textwrap
 
+from app.views.ws import IDLE_CHECK_SECONDS
+
 from .pages import RECONNECT_DELAYS_SECONDS
 from .push import CALLBACK_CONNECTIONS, LOST_AFTER_SECONDS
 from .report import (
@@ -283,8 +285,9 @@ def _idle_note(results: Results) -> str:
     return (
         f"- **Idle CPU** ({cores(idle.server)} for {results.deployment.holding.opened.held:,}"
         f" sockets): every second each worker's hub reads the status of every socket it holds"
-        f" ({idle.sweep_commands / idle.seconds:,.0f} HGETs/s measured here), and every 5 s each"
-        " socket wakes to check that its browser is still there; pings come every 25 s. Outside"
+        f" ({idle.sweep_commands / idle.seconds:,.0f} HGETs/s measured here), and every"
+        f" {IDLE_CHECK_SECONDS:g} s each socket wakes to check that its browser is still there;"
+        " pings come every 25 s. Outside"
         " the benchmark, one worker idling with 5,000 sockets used 23 % of a core, and 15 % with"
         " the sweep put off (`LOGIN_RECHECK_SECONDS=100000`): the sweep is about a third."
     )

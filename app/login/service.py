@@ -163,8 +163,7 @@ class LoginService:
         return None
 
     def _take_scan(self, scan: ScanEvent) -> str:
-        attempt = self.store.get_attempt(scan.scene_str)
-        if attempt is not None and self._confirmation_due(scan.openid, attempt):
+        if self._confirmation_due(scan.openid, scan.scene_str):
             outcome, attempt = self.store.mark_scanned(scan.scene_str, scan.openid)
         else:
             outcome, attempt = self.store.confirm(scan.scene_str, scan.openid)
@@ -201,20 +200,21 @@ class LoginService:
         self.hub.publish(ended_scene)
         return ENDED_REPLY
 
-    def _confirmation_due(self, openid: str, attempt: Attempt) -> bool:
+    def _confirmation_due(self, openid: str, scene: str) -> bool:
+        if self.confirm_policy is ConfirmPolicy.OFF:
+            return False
         if self.confirm_policy is ConfirmPolicy.ALWAYS:
             return True
-        if self.confirm_policy is ConfirmPolicy.NEW_DEVICE:
-            return not self.users.knows_device(openid, attempt.browser_hash)
-        return False
+        # Only new_device needs the attempt: which browser is being signed in.
+        attempt = self.store.get_attempt(scene)
+        return attempt is not None and not self.users.knows_device(openid, attempt.browser_hash)
 
     def _signed_in(self, openid: str, scene: str) -> None:
         LOGINS.inc()
-        self.users.record_login(openid)
+        user = self.users.record_login(openid)
         # State first, then the push: a waiter that misses it still reads the truth.
         self.hub.publish(scene)
-        user = self.users.get(openid)
-        if user is not None and user.unionid is None:
+        if user.unionid is None:
             self._executor.submit(self._fetch_unionid, openid)
 
     def _reply(self, outcome: ConfirmOutcome, attempt: Attempt | None) -> str:
@@ -253,8 +253,7 @@ class LoginService:
         self.users.add_device(openid, browser_hash)
         user = self.users.get(openid)
         if user is None:  # the scan's record_login failed after its confirm; count it now
-            self.users.record_login(openid)
-            user = self.users.get(openid)
+            user = self.users.record_login(openid)
         log.info("login code redeemed scene=%s", scene)
         return user, scene
 

@@ -16,7 +16,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -120,6 +120,10 @@ class ConfirmOutcome(enum.Enum):
     TAKEN = "taken"
     #: No such attempt, or it expired or was cancelled.
     UNKNOWN = "unknown"
+
+
+#: What a transition decided: the outcome, and the attempt as it stands after it.
+Decision = tuple[ConfirmOutcome, Attempt]
 
 
 class RedeemError(Exception):
@@ -269,28 +273,34 @@ class LoginStore:
             ``UNKNOWN`` (attempt None).
         """
 
-        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> ConfirmOutcome:
+        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> Decision:
             if attempt.status is Status.CONFIRMED:
-                return ConfirmOutcome.ALREADY_CONFIRMED
+                return ConfirmOutcome.ALREADY_CONFIRMED, attempt
             if attempt.status is Status.CANCELLED:
-                return ConfirmOutcome.UNKNOWN
-            code = secrets.token_urlsafe(32)
+                return ConfirmOutcome.UNKNOWN, attempt
+            confirmed = replace(
+                attempt,
+                status=Status.CONFIRMED,
+                openid=openid,
+                code=secrets.token_urlsafe(32),
+                confirmed_at=self._clock(),
+            )
             key = self._attempt_key(scene)
             pipe.multi()
             pipe.hset(
                 key,
                 mapping={
-                    "status": Status.CONFIRMED.value,
+                    "status": confirmed.status.value,
                     "openid": openid,
-                    "code": code,
-                    "confirmed_at": repr(self._clock()),
+                    "code": confirmed.code,
+                    "confirmed_at": repr(confirmed.confirmed_at),
                 },
             )
             pipe.expire(key, self._code_ttl)
-            pipe.set(f"login:code:{code}", scene, ex=self._code_ttl)
+            pipe.set(f"login:code:{confirmed.code}", scene, ex=self._code_ttl)
             pipe.delete(f"login:pending:{openid}")
             pipe.set(f"login:recent:{openid}", scene, ex=self._recent_ttl)
-            return ConfirmOutcome.CONFIRMED
+            return ConfirmOutcome.CONFIRMED, confirmed
 
         return self._transition(scene, openid, decide)
 
@@ -302,11 +312,11 @@ class LoginStore:
             scanning again), ``ALREADY_CONFIRMED``, ``TAKEN`` or ``UNKNOWN``.
         """
 
-        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> ConfirmOutcome:
+        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> Decision:
             if attempt.status is Status.CONFIRMED:
-                return ConfirmOutcome.ALREADY_CONFIRMED
+                return ConfirmOutcome.ALREADY_CONFIRMED, attempt
             if attempt.status is Status.CANCELLED:
-                return ConfirmOutcome.UNKNOWN
+                return ConfirmOutcome.UNKNOWN, attempt
             left = max(math.ceil(attempt.expires_at - self._clock()), 1)
             pipe.multi()
             pipe.hset(
@@ -315,7 +325,8 @@ class LoginStore:
             )
             # One pending confirmation per openid: their next "1" or "0" answers this one.
             pipe.set(f"login:pending:{openid}", scene, ex=left)
-            return ConfirmOutcome.AWAITING_CONFIRMATION
+            scanned = replace(attempt, status=Status.SCANNED, openid=openid)
+            return ConfirmOutcome.AWAITING_CONFIRMATION, scanned
 
         return self._transition(scene, openid, decide)
 
@@ -327,15 +338,15 @@ class LoginStore:
             ``UNKNOWN``.
         """
 
-        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> ConfirmOutcome:
+        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> Decision:
             if attempt.status is Status.CONFIRMED:
-                return ConfirmOutcome.ALREADY_CONFIRMED
+                return ConfirmOutcome.ALREADY_CONFIRMED, attempt
             if attempt.status is not Status.SCANNED:
-                return ConfirmOutcome.UNKNOWN
+                return ConfirmOutcome.UNKNOWN, attempt
             pipe.multi()
             pipe.hset(self._attempt_key(scene), "status", Status.CANCELLED.value)
             pipe.delete(f"login:pending:{openid}")
-            return ConfirmOutcome.CANCELLED
+            return ConfirmOutcome.CANCELLED, replace(attempt, status=Status.CANCELLED)
 
         return self._transition(scene, openid, decide)
 
@@ -343,24 +354,26 @@ class LoginStore:
         self,
         scene: str,
         openid: str,
-        decide: Callable[[redis.client.Pipeline, Attempt], ConfirmOutcome],
+        decide: Callable[[redis.client.Pipeline, Attempt], Decision],
     ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Read the attempt under WATCH, let ``decide`` queue its writes, commit atomically.
 
-        Someone else's attempt (another openid already on it) is ``TAKEN`` without a write.
+        ``decide`` returns the outcome and the attempt as it stands after its writes, so
+        nothing is read again. Someone else's attempt (another openid already on it) is
+        ``TAKEN`` without a write; an ``UNKNOWN`` outcome comes with no attempt.
         """
         key = self._attempt_key(scene)
 
-        def run(pipe: redis.client.Pipeline) -> ConfirmOutcome:
+        def run(pipe: redis.client.Pipeline) -> tuple[ConfirmOutcome, Attempt | None]:
             attempt = self._attempt_from(scene, pipe.hgetall(key))
             if attempt is None:
-                return ConfirmOutcome.UNKNOWN
+                return ConfirmOutcome.UNKNOWN, None
             if attempt.openid and not hmac.compare_digest(attempt.openid, openid):
-                return ConfirmOutcome.TAKEN
-            return decide(pipe, attempt)
+                return ConfirmOutcome.TAKEN, attempt
+            outcome, after = decide(pipe, attempt)
+            return outcome, None if outcome is ConfirmOutcome.UNKNOWN else after
 
-        outcome = self._redis.transaction(run, key, value_from_callable=True)
-        return outcome, self.get_attempt(scene) if outcome is not ConfirmOutcome.UNKNOWN else None
+        return self._redis.transaction(run, key, value_from_callable=True)
 
     def pending_scene(self, openid: str) -> str | None:
         """The scene whose confirmation ``openid`` was asked for, if still open."""

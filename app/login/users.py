@@ -54,15 +54,20 @@ class UserStore:
         self._redis = redis_client
         self._clock = clock
 
-    def record_login(self, openid: str) -> None:
-        """Count one sign-in: create the record on the first, update the times and count."""
+    def record_login(self, openid: str) -> User:
+        """Count one sign-in: create the record on the first, update the times and count.
+
+        Returns:
+            The user as recorded, read back in the same round trip.
+        """
         key = f"user:{openid}"
         now = repr(self._clock())
         with self._redis.pipeline() as pipe:
             pipe.hsetnx(key, "first_login_at", now)
             pipe.hset(key, mapping={"openid": openid, "last_login_at": now})
             pipe.hincrby(key, "login_count", 1)
-            pipe.execute()
+            pipe.hgetall(key)
+            return _user_from(openid, pipe.execute()[-1])
 
     def set_unionid(self, openid: str, unionid: str) -> None:
         """Attach the unionid learned from ``user/info`` to an existing record (else nothing:
@@ -87,12 +92,14 @@ class UserStore:
     def get(self, openid: str) -> User | None:
         """Load a user, or None if they never signed in."""
         data = self._redis.hgetall(f"user:{openid}")
-        if not data:
-            return None
-        return User(
-            openid=openid,
-            unionid=data.get("unionid") or None,
-            first_login_at=float(data["first_login_at"]),
-            last_login_at=float(data["last_login_at"]),
-            login_count=int(data["login_count"]),
-        )
+        return _user_from(openid, data) if data else None
+
+
+def _user_from(openid: str, data: dict[str, str]) -> User:
+    return User(
+        openid=openid,
+        unionid=data.get("unionid") or None,
+        first_login_at=float(data["first_login_at"]),
+        last_login_at=float(data["last_login_at"]),
+        login_count=int(data["login_count"]),
+    )

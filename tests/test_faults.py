@@ -227,6 +227,18 @@ def wait_listening(redis_url: str, workers: int) -> None:
     wait_until(lambda: listening(redis_url) == workers, f"{workers} worker(s) listen")
 
 
+def waiting_on_both(
+    new_browser: Callable[[str], Browser], workers: tuple[str, str], count: int, redis_url: str
+) -> list[Browser]:
+    """``count`` browsers whose sockets wait, the first on ``workers[0]``, then alternately;
+    both workers listening."""
+    browsers = [new_browser(workers[i % 2]) for i in range(count)]
+    for i, browser in enumerate(browsers):
+        assert browser.connect(workers[i % 2])["status"] == "waiting"
+    wait_listening(redis_url, 2)
+    return browsers
+
+
 def test_scans_cross_workers_both_ways_and_retries_change_nothing(
     own_redis, server_process, new_browser
 ):
@@ -361,10 +373,7 @@ def test_one_scan_delivered_on_both_workers_at_once_signs_in_once(
     # WeChat gives up on a delivery after 5 s and sends it again, while the first may still
     # be running: the deliveries race, each on whichever worker the balancer picked.
     worker_a, worker_b = two_workers(server_process, redis_url=own_redis.url, **PUSH_ONLY)
-    browsers = [new_browser(worker_a if i % 2 else worker_b) for i in range(8)]
-    for i, browser in enumerate(browsers):
-        assert browser.connect(worker_a if i % 2 else worker_b)["status"] == "waiting"
-    wait_listening(own_redis.url, 2)
+    browsers = waiting_on_both(new_browser, (worker_b, worker_a), 8, own_redis.url)
     deliveries = [(browser, base) for browser in browsers for base in (worker_a, worker_b) * 2]
     start = threading.Barrier(len(deliveries), timeout=PATIENCE_SECONDS)
 
@@ -389,10 +398,7 @@ def test_one_scan_delivered_on_both_workers_at_once_signs_in_once(
 )
 def test_killed_pubsub_connections_lose_no_scan(own_redis, server_process, new_browser, settings):
     worker_a, worker_b = two_workers(server_process, redis_url=own_redis.url, **settings)
-    browsers = [new_browser(worker_a if i % 2 else worker_b) for i in range(8)]
-    for i, browser in enumerate(browsers):
-        assert browser.connect(worker_a if i % 2 else worker_b)["status"] == "waiting"
-    wait_listening(own_redis.url, 2)
+    browsers = waiting_on_both(new_browser, (worker_b, worker_a), 8, own_redis.url)
 
     with redis.Redis.from_url(own_redis.url) as admin:
         assert admin.client_kill_filter(_type="pubsub") == 2
@@ -418,10 +424,7 @@ def test_redis_restart_while_browsers_wait_loses_no_scan(redis_server, server_pr
     # the next test.)
     own_redis = redis_server(persistent=True)
     worker_a, worker_b = two_workers(server_process, redis_url=own_redis.url, **PUSH_ONLY)
-    browsers = [new_browser(worker_a if i % 2 else worker_b) for i in range(6)]
-    for i, browser in enumerate(browsers):
-        assert browser.connect(worker_a if i % 2 else worker_b)["status"] == "waiting"
-    wait_listening(own_redis.url, 2)
+    browsers = waiting_on_both(new_browser, (worker_b, worker_a), 6, own_redis.url)
 
     own_redis.crash()
     # Not acknowledged, so WeChat delivers it again: never lost, never answered "登录成功".
@@ -448,10 +451,7 @@ def test_redis_restarted_empty_sends_every_waiting_browser_to_a_new_qr_code(
     # Without persistence a restart forgets every attempt: no browser may wait on forever
     # for a scan that can no longer sign it in.
     worker_a, worker_b = two_workers(server_process, redis_url=own_redis.url, **PUSH_ONLY)
-    browsers = [new_browser(worker_a if i % 2 else worker_b) for i in range(4)]
-    for i, browser in enumerate(browsers):
-        assert browser.connect(worker_a if i % 2 else worker_b)["status"] == "waiting"
-    wait_listening(own_redis.url, 2)
+    browsers = waiting_on_both(new_browser, (worker_b, worker_a), 4, own_redis.url)
 
     own_redis.crash()
     own_redis.start()

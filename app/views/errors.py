@@ -66,12 +66,11 @@ def _api_error(exc: APIError) -> Response:
 
 
 def _wechat_error(exc: WeChatError) -> Response:
+    # The client has logged it (with its errcode), wherever it was called from.
     if isinstance(exc, WeChatAPIError):
-        log.warning("WeChat API error errcode=%s errmsg=%s", exc.errcode, exc.errmsg)
         detail = WECHAT_ERRCODE_MESSAGES.get(exc.errcode, "微信接口返回了错误。")
         message = f"{detail}（errcode {exc.errcode}）"
     else:
-        log.warning("WeChat API unreachable: %s", exc)
         message = "暂时无法连接微信服务器。"
     return _answer(502, "wechat_unavailable", message + "请稍后重试。")
 

@@ -225,21 +225,28 @@ class WeChatClient:
         cooldown_key = f"wechat:cooldown:{self.app_id}:{path}"
         refused = self._redis.get(cooldown_key)
         if refused:
+            log.warning("WeChat %s %s not called: cooling down, errcode=%s", method, path, refused)
             raise api_error(int(refused), "not called: WeChat refused this call moments ago")
         query = dict(params or {})
         if access_token is not None:
             query["access_token"] = access_token
-        data = self._send(method, path, query, json)
-        if data.get("errcode") == BUSY_ERRCODE:
-            self._sleep(BUSY_RETRY_SECONDS)
+        try:
             data = self._send(method, path, query, json)
+            if data.get("errcode") == BUSY_ERRCODE:
+                self._sleep(BUSY_RETRY_SECONDS)
+                data = self._send(method, path, query, json)
+        except WeChatTransportError as exc:
+            WECHAT_API_ERRORS.labels("transport").inc()
+            log.warning("WeChat not reached: %s", exc)
+            raise
         errcode = int(data.get("errcode") or 0)
         if errcode in COOLDOWN_SECONDS:
             self._redis.set(cooldown_key, errcode, ex=COOLDOWN_SECONDS[errcode])
         if errcode:
             WECHAT_API_ERRORS.labels(str(errcode)).inc()
-            log.warning("WeChat %s %s answered errcode=%s", method, path, errcode)
-            raise api_error(errcode, str(data.get("errmsg", "")))
+            errmsg = str(data.get("errmsg", ""))
+            log.warning("WeChat %s %s answered errcode=%s errmsg=%s", method, path, errcode, errmsg)
+            raise api_error(errcode, errmsg)
         return data
 
     def _send(
@@ -250,11 +257,9 @@ class WeChatClient:
                 method, self.api_base + path, params=query, json=json, timeout=self._timeout
             )
         except requests.RequestException as exc:
-            WECHAT_API_ERRORS.labels("transport").inc()
             # Name the path, never the URL: its query may hold the AppSecret or access_token.
             raise WeChatTransportError(f"{method} {path}: {type(exc).__name__}") from None
         if not response.ok:
-            WECHAT_API_ERRORS.labels("transport").inc()
             raise WeChatTransportError(f"{method} {path}: HTTP {response.status_code}")
         try:
             data = response.json()

@@ -49,20 +49,13 @@ def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:
     elif url:
         # A bounded pool per client: thousands of greenlets wait their turn for a connection
         # instead of each opening one (Redis refuses clients past its maxclients, 10,000).
-        text = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=POOL_SIZE,
-                timeout=POOL_WAIT_SECONDS,
-                decode_responses=True,
-                **options,
+        def bounded(**decoding: bool) -> redis.Redis:
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS, **options, **decoding
             )
-        )
-        raw = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(
-                url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS, **options
-            )
-        )
+            return redis.Redis(connection_pool=pool)
+
+        text, raw = bounded(decode_responses=True), bounded()
     else:
         import fakeredis  # only needed for the stand-in
 

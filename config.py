@@ -49,6 +49,20 @@ class Config:
     #: a signature is accepted once inside this window.
     WECHAT_CALLBACK_MAX_AGE_SECONDS = _env_int("WECHAT_CALLBACK_MAX_AGE_SECONDS", 300)
 
+    #: The account's other callback handler (a bot, a CMS): every message and event that is not
+    #: a login scan is passed on to it, signed afresh, and its reply relayed. Unset: none.
+    WECHAT_FORWARD_URL = os.environ.get("WECHAT_FORWARD_URL", "")
+    #: The most a forwarded message may wait for the upstream's reply, in seconds; then WeChat
+    #: gets ``success``. WeChat itself waits 5 s for the whole answer.
+    WECHAT_FORWARD_TIMEOUT_SECONDS = float(os.environ.get("WECHAT_FORWARD_TIMEOUT_SECONDS", "4"))
+
+    #: The site's public address as WeChat and browsers reach it (``https://login.example.com``):
+    #: ``flask wechat check`` verifies ``<PUBLIC_BASE_URL>/wechat/callback`` through it.
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
+
+    #: ``text`` (one readable line per event) or ``json`` (one JSON object per line).
+    LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+
     #: ``redis://`` URL shared by every worker. Unset: an in-process stand-in (one process only).
     REDIS_URL = os.environ.get("REDIS_URL", "")
     #: Redis Sentinel addresses, ``host:port,host:port``: when set, Redis is found through them
@@ -128,6 +142,7 @@ class TestingConfig(Config):
     TESTING = True
     SECRET_KEY = "testing-secret-key"
     WECHAT_APP_ID = ""
+    WECHAT_FORWARD_URL = ""
     REDIS_URL = ""
 
 

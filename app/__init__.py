@@ -23,6 +23,7 @@ from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
+from .wechat.forwarding import Forwarder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +102,16 @@ def create_app(
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
         end_session=app.session_interface.end,
+        forwarding=bool(app.config["WECHAT_FORWARD_URL"]),
+    )
+    app.extensions["wechat_forwarder"] = (
+        Forwarder(
+            app.config["WECHAT_FORWARD_URL"],
+            app.config["WECHAT_TOKEN"],
+            timeout=app.config["WECHAT_FORWARD_TIMEOUT_SECONDS"],
+        )
+        if app.config["WECHAT_FORWARD_URL"]
+        else None
     )
 
     if app.config["TRUSTED_PROXIES"]:

@@ -42,3 +42,9 @@ SCAN_TO_PUSH = Histogram(
     "From the scan's confirmation written in Redis to the frame sent to the waiting page.",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+FORWARDED = Counter(
+    "wechat_login_forwarded_total",
+    "Messages passed on to WECHAT_FORWARD_URL, by outcome: relayed (its reply went back to "
+    "WeChat), acknowledged (it said nothing), failed, timeout.",
+    ["outcome"],
+)

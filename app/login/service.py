@@ -16,7 +16,14 @@ from ..wechat.client import QRCode, WeChatClient
 from ..wechat.errors import WeChatError
 from ..wechat.messages import Message, ScanEvent
 from .hub import LoginHub
-from .store import Attempt, AttemptContext, ConfirmOutcome, LoginStore, new_scene
+from .store import (
+    Attempt,
+    AttemptContext,
+    ConfirmOutcome,
+    LoginStore,
+    is_login_scene,
+    new_scene,
+)
 from .users import User, UserStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,9 @@ class LoginService:
         end_session: deletes a server-side session by id (for the scanner's "0").
         clock: returns the time in epoch seconds.
         executor: runs ``user/info`` look-ups off the callback's path (default: 2 threads).
+        forwarding: another handler takes the messages that are not about logging in
+            (``WECHAT_FORWARD_URL``): a "1" or "0" with no login to act on is then left to it
+            rather than answered here.
     """
 
     def __init__(
@@ -74,6 +84,7 @@ class LoginService:
         end_session: Callable[[str], None] = lambda session_id: None,
         clock: Callable[[], float] = time.time,
         executor: Executor | None = None,
+        forwarding: bool = False,
     ) -> None:
         self.wechat = wechat
         self.store = store
@@ -84,6 +95,7 @@ class LoginService:
         self._end_session = end_session
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="user-info")
+        self._forwarding = forwarding
 
     def start_attempt(self, browser_hash: str, context: AttemptContext) -> tuple[Attempt, QRCode]:
         """Give the browser a QR code bound to it: its live one if it has one, else a new one.
@@ -125,11 +137,12 @@ class LoginService:
             message: the parsed message.
 
         Returns:
-            The text to reply to the sender, or None to acknowledge with ``success``.
-            A retry of a message already answered gets the first reply again, and changes
-            nothing. A retry of a scan whose first delivery has no reply yet (still running,
-            or failed) is taken again: every step of a scan is idempotent, so it cannot sign
-            in twice, and it cannot be lost. A retried "1" or "0" is taken once only.
+            The text to reply to the sender; ``""`` to acknowledge with ``success`` and say
+            nothing; None when the message is not about logging in (acknowledge it, or pass it
+            on to another handler). A retry of a message already answered gets the first reply
+            again, and changes nothing. A retry of a scan whose first delivery has no reply yet
+            (still running, or failed) is taken again: every step of a scan is idempotent, so
+            it cannot sign in twice, and it cannot be lost. A retried "1" or "0" is taken once only.
 
         Raises:
             redis.RedisError: state could not be read or written.
@@ -144,19 +157,22 @@ class LoginService:
             return earlier_reply
         if earlier_reply == "" and message.login_scan() is None:
             log.info("retried answer deduplicated while the first is being handled")
-            return None
+            return ""
         try:
             reply = action()
         except Exception:
             self.store.release_callback(message.dedupe_key)
             raise
-        self.store.remember_reply(message.dedupe_key, reply)
+        # A message left to another handler is remembered as answered with nothing: a retry
+        # of it is acknowledged, never handed over twice.
+        self.store.remember_reply(message.dedupe_key, reply or "")
         return reply
 
-    def _action_for(self, message: Message) -> Callable[[], str] | None:
+    def _action_for(self, message: Message) -> Callable[[], str | None] | None:
         scan = message.login_scan()
         if scan is not None:
-            return partial(self._take_scan, scan)
+            # The account's other parametric QR codes (posters, shop counters) are not ours.
+            return partial(self._take_scan, scan) if is_login_scene(scan.scene_str) else None
         answer = message.fields.get("Content", "").strip() if message.MsgType == "text" else ""
         if answer in ("1", "0"):
             return partial(self._take_answer, message.FromUserName, answer)
@@ -176,11 +192,11 @@ class LoginService:
             self.hub.publish(scan.scene_str)
         return self._reply(outcome, attempt)
 
-    def _take_answer(self, openid: str, answer: str) -> str:
+    def _take_answer(self, openid: str, answer: str) -> str | None:
         scene = self.store.pending_scene(openid)
         if answer == "1":
             if scene is None:
-                return NOTHING_PENDING_REPLY
+                return None if self._forwarding else NOTHING_PENDING_REPLY
             outcome, attempt = self.store.confirm(scene, openid)
             log.info("confirmation answered scene=%s outcome=%s", scene, outcome.value)
             if outcome is ConfirmOutcome.CONFIRMED:
@@ -193,7 +209,7 @@ class LoginService:
             return self._reply(outcome, attempt)
         ended_scene, session_id = self.store.end_recent_login(openid)
         if ended_scene is None:
-            return NOTHING_TO_END_REPLY
+            return None if self._forwarding else NOTHING_TO_END_REPLY
         if session_id:
             self._end_session(session_id)
         log.info("login ended by its scanner scene=%s", ended_scene)

@@ -13,6 +13,7 @@ import enum
 import hashlib
 import hmac
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -35,6 +36,16 @@ def new_scene(now: float) -> str:
         now: the current time, epoch seconds.
     """
     return f"{int(now * 1000)}-{secrets.token_hex(12)}"
+
+
+#: What ``new_scene`` makes. Other scenes belong to the account's other QR codes (a poster, a
+#: shop counter): they are not login scans.
+LOGIN_SCENE = re.compile(r"[0-9]{13}-[0-9a-f]{24}")
+
+
+def is_login_scene(scene_str: str) -> bool:
+    """Tell whether ``scene_str`` has the shape of a login scene made by ``new_scene``."""
+    return LOGIN_SCENE.fullmatch(scene_str) is not None
 
 
 def hash_secret(secret: str) -> str:

@@ -15,6 +15,7 @@ from ..extensions import login_service
 from ..metrics import SIGNATURE_FAILURES
 from ..wechat.crypto import WeChatCrypto
 from ..wechat.errors import DecryptionError, InvalidSignatureError, MalformedMessageError
+from ..wechat.forwarding import Forwarder
 from ..wechat.messages import MAX_MESSAGE_BYTES, Message, parse_fields, parse_message, text_reply
 from ..wechat.signature import check_signature
 
@@ -79,10 +80,11 @@ def receive() -> Response:
     """Take a message or event; answer quickly with a passive reply or ``success``.
 
     Returns:
-        200 with reply XML (encrypted when the request was) or ``success``; 400 for a body that
-        is not a WeChat message, does not decrypt, or is plaintext in safe mode; 403 for a bad
-        ``msg_signature``; 413 for one over ``MAX_MESSAGE_BYTES``. Our own failures still get
-        a quick polite reply.
+        200 with reply XML (encrypted when the request was) or ``success``; for a message
+        that is not about logging in, the reply of ``WECHAT_FORWARD_URL`` if one is set; 400
+        for a body that is not a WeChat message, does not decrypt, or is plaintext in safe
+        mode; 403 for a bad ``msg_signature``; 413 for one over ``MAX_MESSAGE_BYTES``. Our own
+        failures still get a quick polite reply.
     """
     body = request.stream.read(MAX_MESSAGE_BYTES + 1)
     if len(body) > MAX_MESSAGE_BYTES:
@@ -94,7 +96,7 @@ def receive() -> Response:
     if not encrypted and crypto is not None and current_app.config["WECHAT_ENCRYPT_MODE"] == "safe":
         log.warning("callback refused: plaintext message in safe mode")
         abort(400, "plaintext messages are refused in safe mode")
-    key_index = None
+    key_index, raw_body = None, body
     try:
         if encrypted:
             body, key_index = _decrypt(crypto, body)
@@ -114,10 +116,22 @@ def receive() -> Response:
         log.exception("callback handling failed; the scanner is asked to try again")
         content = BUSY_REPLY
     if content is None:
+        return _pass_on(raw_body)
+    if not content:
         return Response("success", mimetype="text/plain")
     reply = text_reply(message.FromUserName, message.ToUserName, content, int(time.time()))
     if key_index is not None:
         reply = crypto.envelope(reply, key_index)  # answer with the key the message came with
+    return Response(reply, mimetype="application/xml")
+
+
+def _pass_on(body: bytes) -> Response:
+    """Hand a message that is not about logging in to ``WECHAT_FORWARD_URL`` and relay its
+    reply, or acknowledge it with ``success`` when there is none."""
+    forwarder: Forwarder | None = current_app.extensions["wechat_forwarder"]
+    reply = forwarder.forward(body, request.args) if forwarder else None
+    if reply is None:
+        return Response("success", mimetype="text/plain")
     return Response(reply, mimetype="application/xml")
 
 

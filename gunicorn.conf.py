@@ -14,6 +14,8 @@ import logging
 import os
 import resource
 import tempfile
+import threading
+import time
 
 log = logging.getLogger("gunicorn.error")
 
@@ -29,6 +31,8 @@ RESERVED_CONNECTIONS = 200
 #: (docs/benchmarks.md); the second is headroom, as simple-websocket duplicates the socket
 #: under other gevent servers.
 DESCRIPTORS_PER_SOCKET = 2
+#: How often a worker checks whether it has been told to stop, in seconds.
+GOING_AWAY_CHECK_SECONDS = 0.1
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
@@ -42,6 +46,23 @@ def on_starting(server) -> None:
     # before any worker imports prometheus_client.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="wechat-login-"))
     _fit_sockets_to_open_file_limit(server)
+
+
+def post_worker_init(worker) -> None:
+    """Once the worker is told to stop (SIGTERM: a stop, a restart, the old workers of a HUP
+    reload; or max_requests), close every waiting login socket with 1001 "going away" at once,
+    so that its page reconnects to a live worker instead of waiting out ``graceful_timeout``.
+    Nothing is lost: the state is in Redis."""
+    hub = worker.wsgi.extensions["wechat_login"].hub  # worker.wsgi is wsgi:app
+
+    def watch() -> None:
+        # Watched, not hooked into the signal handler: under gevent a signal handler runs in
+        # the event loop, where nothing may block (not even starting a thread).
+        while worker.alive:
+            time.sleep(GOING_AWAY_CHECK_SECONDS)
+        hub.go_away()
+
+    threading.Thread(target=watch, name="going-away", daemon=True).start()
 
 
 def child_exit(server, worker) -> None:

@@ -175,11 +175,14 @@ function reconnectLater(a) {
     expire(a);
     return;
   }
-  const backoff = RECONNECT_DELAYS_MS[Math.min(a.reconnects, RECONNECT_DELAYS_MS.length - 1)];
+  // Spread out by ±25 %: when a worker shuts down, all its pages reconnect at once.
+  const backoff =
+    RECONNECT_DELAYS_MS[Math.min(a.reconnects, RECONNECT_DELAYS_MS.length - 1)] *
+    (0.75 + Math.random() / 2);
   a.reconnects += 1;
   // Never wait past the expiry: a scan confirmed in the last seconds is
   // answered at once on reconnect, and a refusal then means "expired".
-  const delay = Math.max(RECONNECT_DELAYS_MS[0], Math.min(backoff, untilExpiry));
+  const delay = Math.max(RECONNECT_DELAYS_MS[0] * 0.75, Math.min(backoff, untilExpiry));
   setStatus(TEXT.reconnecting);
   a.reconnectTimer = setTimeout(() => connect(a), delay);
 }

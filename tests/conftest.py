@@ -89,15 +89,15 @@ def live_server(app) -> Iterator[str]:
     thread.join(5)
 
 
-def ws_frames(ws: websocket.WebSocket) -> list[dict]:
-    """Every text frame until the server's close frame, whose code is checked to be 1000."""
+def ws_frames(ws: websocket.WebSocket, code: int = 1000) -> list[dict]:
+    """Every text frame until the server's close frame, whose code is checked to be ``code``."""
     received = []
     while True:
         opcode, data = ws.recv_data(control_frame=True)
         if opcode == websocket.ABNF.OPCODE_TEXT:
             received.append(json.loads(data))
         elif opcode == websocket.ABNF.OPCODE_CLOSE:
-            assert int.from_bytes(data[:2], "big") == 1000
+            assert int.from_bytes(data[:2], "big") == code
             return received
 
 

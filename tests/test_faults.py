@@ -20,6 +20,7 @@ subscription is a fault of its own, tested on its own.
 """
 
 import json
+import os
 import queue
 import signal
 import threading
@@ -89,8 +90,8 @@ class Browser:
         self.frames.append(json.loads(data))
         return self.frames[0]
 
-    def read_to_close(self, deadline: float) -> list[dict]:
-        """Read text frames until the server's close frame (code 1000), by ``deadline``
+    def read_to_close(self, deadline: float, code: int = 1000) -> list[dict]:
+        """Read text frames until the server's close frame (with ``code``), by ``deadline``
         (``time.monotonic()``); returns every frame of this socket (at once if it is closed)."""
         for _ in range(10):  # far more frames than a login has
             if self.closed:
@@ -103,7 +104,7 @@ class Browser:
             if opcode == websocket.ABNF.OPCODE_TEXT:
                 self.frames.append(json.loads(data))
             elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                assert int.from_bytes(data[:2], "big") == 1000
+                assert int.from_bytes(data[:2], "big") == code
                 self.closed = True
         raise AssertionError(f"no close after {self.frames}")
 
@@ -547,3 +548,73 @@ def worker_holding(arbiter: int, browser: Browser) -> int:
         if any(c.raddr and c.raddr.port == port for c in worker.net_connections("tcp")):
             return worker.pid
     raise AssertionError(f"no worker of {arbiter} holds the socket from port {port}")
+
+
+# Graceful shutdown: a worker told to stop (SIGTERM: a stop, a restart, the old workers of a HUP
+# reload) closes its sockets with 1001 "going away" at once, not after graceful_timeout (10 s).
+
+#: Far below gunicorn's graceful_timeout (gunicorn.conf.py): the close was not waited out.
+GOING_AWAY_SECONDS = 3
+
+
+def reconnect(browser: Browser, base: str) -> dict:
+    """Reconnect as the page does after a 1001: again and again, until a worker that is not
+    going away answers (a HUP's new worker may still be booting); returns its first frame."""
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    while True:
+        try:
+            return browser.connect(base)
+        except (AssertionError, websocket.WebSocketException, ConnectionError):
+            assert time.monotonic() < deadline, "no worker took the reconnect"
+            time.sleep(0.2)
+
+
+def test_hup_reload_sends_pages_to_the_new_worker_at_once_and_loses_no_scan(
+    own_redis, server_process, new_browser
+):
+    base = server_process(production=True, redis_url=own_redis.url, **PUSH_ONLY)
+    old_worker = psutil.Process(server_process.pid(base)).children()[0].pid
+    browsers = [new_browser(base) for _ in range(6)]
+    for browser in browsers:
+        assert browser.connect(base)["status"] == "waiting"
+
+    started = time.monotonic()
+    # A deploy (systemd's ExecReload): the arbiter starts new workers and stops the old ones.
+    os.kill(server_process.pid(base), signal.SIGHUP)
+    for browser in browsers:
+        frames = browser.read_to_close(started + GOING_AWAY_SECONDS, code=1001)
+        assert [frame["status"] for frame in frames] == ["waiting"]
+    # Half are scanned while their pages are between workers: their state waits in Redis.
+    for browser in browsers[::2]:
+        scan(base, browser)
+    for browser in browsers:
+        assert reconnect(browser, base)["status"] == "waiting"
+    for browser in browsers[1::2]:
+        scan(base, browser)
+
+    assert_each_signed_in_once(browsers, base)
+    wait_until(lambda: not psutil.pid_exists(old_worker), "the old worker exits")
+
+
+def test_stopped_server_closes_its_sockets_at_once_and_its_pages_sign_in_elsewhere(
+    own_redis, server_process, new_browser
+):
+    worker_a, worker_b = two_workers(server_process, redis_url=own_redis.url, **PUSH_ONLY)
+    browsers = [new_browser(worker_a) for _ in range(4)]
+    for browser in browsers:
+        assert browser.connect(worker_a)["status"] == "waiting"
+
+    started = time.monotonic()
+    server_process.signal(worker_a, signal.SIGTERM)  # as systemd stops its whole group
+    for browser in browsers:
+        frames = browser.read_to_close(started + GOING_AWAY_SECONDS, code=1001)
+        assert [frame["status"] for frame in frames] == ["waiting"]
+    # With its sockets gone it exits before graceful_timeout (10 s) would have ended it; only
+    # idle keep-alive connections (5 s) hold it.
+    psutil.Process(server_process.pid(worker_a)).wait(9)
+
+    for browser in browsers:
+        assert browser.connect(worker_b)["status"] == "waiting"
+    for browser in browsers:
+        scan(worker_b, browser)
+    assert_each_signed_in_once(browsers, worker_b)

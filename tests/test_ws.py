@@ -94,6 +94,21 @@ def test_reconnecting_socket_resumes_and_gets_the_result(live_server, start_logi
     assert [frame["status"] for frame in ws_frames(again)] == ["waiting", "confirmed"]
 
 
+def test_going_away_closes_waiting_sockets_with_1001_at_once(
+    app, live_server, start_login, open_socket
+):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+
+    started = time.monotonic()
+    app.extensions["wechat_login"].hub.go_away()  # what SIGTERM does under gunicorn
+    assert ws_frames(ws, code=1001) == []
+    assert time.monotonic() - started < 1  # not at the QR's expiry, nor the next idle check
+    # A page reconnecting to this process meanwhile is sent on too, before any frame.
+    assert ws_frames(open_socket(browser, attempt["ws"]), code=1001) == []
+
+
 @pytest.mark.parametrize("cookie", [None, "wxlogin_browser=" + "x" * 43])
 def test_a_browser_that_did_not_ask_is_refused_without_data(live_server, cookie, start_login):
     _, attempt = start_login()

@@ -59,6 +59,7 @@ class LoginHub:
         self._listener: threading.Thread | None = None
         self._listener_pid: int | None = None
         self._stopping = threading.Event()
+        self._going_away = threading.Event()
         #: Set while the listener holds a live subscription (for readiness checks and tests).
         self.subscribed = threading.Event()
 
@@ -102,6 +103,17 @@ class LoginHub:
         """How many waiters this process holds."""
         with self._lock:
             return sum(len(waiters) for waiters in self._waiters.values())
+
+    def go_away(self) -> None:
+        """Wake every waiter for good: this process is shutting down (``going_away`` is True),
+        so each closes its socket at once and its page reconnects to another worker."""
+        self._going_away.set()
+        self._wake_all()
+
+    @property
+    def going_away(self) -> bool:
+        """True once ``go_away`` was called: waiters should leave, new ones not start."""
+        return self._going_away.is_set()
 
     def close(self) -> None:
         """Stop the listener thread (within about a second)."""

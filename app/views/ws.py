@@ -3,7 +3,8 @@
 Frames (JSON text): ``{"status": "waiting", "expires_in": N}`` at once; ``{"status":
 "scanned"}`` when the scanner is asked to confirm in WeChat; then exactly one of
 ``{"status": "confirmed", "code": str}``, ``{"status": "cancelled"}`` or ``{"status":
-"expired"}``, then a close handshake.
+"expired"}``, then a close handshake. A worker shutting down closes its sockets with 1001
+("going away") at once; the page reconnects, to another worker.
 """
 
 import json
@@ -67,6 +68,9 @@ def login_socket(ws: Server, scene: str) -> None:
 
 def _serve(ws: Server, scene: str) -> None:
     service = login_service()
+    if service.hub.going_away:
+        _close_handshake(ws, CloseReason.GOING_AWAY)  # the page reconnects to another worker
+        return
     cap = current_app.config["LOGIN_MAX_SOCKETS"]
     if cap and service.hub.waiting_count() >= cap:
         # Full: keep the slots WeChat's callback needs; the page tries again shortly.
@@ -88,6 +92,11 @@ def _serve(ws: Server, scene: str) -> None:
                     if not _browser_still_listening(ws):
                         return  # gone (it resumes by reconnecting), or talking: closed
                     continue  # nothing happened: no need to ask Redis
+            if service.hub.going_away:
+                # Shutting down: tell the page now, not when the grace period runs out; it
+                # reconnects to another worker and reads the same state there.
+                _close_handshake(ws, CloseReason.GOING_AWAY)
+                return
             attempt = _reread(scene, attempt)
     ws.send(json.dumps(frame))
     _count(frame, attempt)

@@ -9,18 +9,15 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 
 from ..views.errors import APIError
 from ..wechat.crypto import WeChatCrypto
+from ..wechat.delivery import MODES, push_request, reply_content
 from ..wechat.errors import WeChatError
-from ..wechat.messages import SUBSCRIBE_SCENE_PREFIX, parse_fields, to_xml
-from ..wechat.signature import sign
+from ..wechat.messages import SUBSCRIBE_SCENE_PREFIX
 from .state import emulator_state
 
 bp = Blueprint("phone", __name__)
 
 #: The cookie that remembers which emulated WeChat user this browser plays.
 OPENID_COOKIE = "emulator_openid"
-
-#: How the phone can send: as WeChat does in each of the account's message-encryption modes.
-MODES = ("plaintext", "compatible", "safe")
 
 #: WeChat waits this long for our callback's answer, in seconds.
 WECHAT_REPLY_TIMEOUT = 5
@@ -146,24 +143,13 @@ def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dic
         raise APIError(400, "bad_mode", "mode 只能是 plaintext、compatible 或 safe。")
     if mode != "plaintext" and crypto is None:
         raise APIError(400, "no_key", "未配置 WECHAT_ENCODING_AES_KEY，只能发送明文消息。")
-    token = current_app.config["WECHAT_TOKEN"]
-    timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**10))
     message = {
         "ToUserName": current_app.config["EMULATOR_ACCOUNT_ID"],
         "FromUserName": openid,
-        "CreateTime": int(timestamp),
+        "CreateTime": int(time.time()),
         **fields,
     }
-    query = {"signature": sign(token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce}
-    query["openid"] = openid
-    body = to_xml(message)
-    if crypto is not None and mode != "plaintext":
-        encrypt = crypto.encrypt(body)
-        query |= {"encrypt_type": "aes", "msg_signature": sign(token, timestamp, nonce, encrypt)}
-        # Compatible mode carries the plaintext fields beside the ciphertext; safe mode only
-        # the account id.
-        envelope = message if mode == "compatible" else {"ToUserName": message["ToUserName"]}
-        body = to_xml({**envelope, "Encrypt": encrypt})
+    query, body = push_request(message, current_app.config["WECHAT_TOKEN"], crypto, mode)
     try:
         answer = requests.post(
             url_for("callback.receive", _external=True),
@@ -178,19 +164,10 @@ def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dic
 
 
 def _reply_text(answer: requests.Response, crypto: WeChatCrypto | None) -> str | None:
-    if answer.status_code != 200 or answer.content.strip() in (b"", b"success"):
+    if answer.status_code != 200:
         return None
     try:
-        fields = parse_fields(answer.content)
-        if "Encrypt" in fields and crypto is not None:
-            crypto.check_msg_signature(
-                fields.get("MsgSignature", ""),
-                fields.get("TimeStamp", ""),
-                fields.get("Nonce", ""),
-                fields["Encrypt"],
-            )
-            fields = parse_fields(crypto.decrypt(fields["Encrypt"])[0])
-        return fields.get("Content")
+        return reply_content(answer.content, crypto)
     except WeChatError:
         # WeChat shows this to the user when a reply is not valid (or not decryptable) XML.
         return "该公众号暂时无法提供服务，请稍后再试"

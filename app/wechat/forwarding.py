@@ -12,7 +12,6 @@ https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Access_Overvi
 """
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -23,7 +22,7 @@ import requests
 from ..metrics import FORWARDED
 from .errors import MalformedMessageError
 from .messages import parse_fields
-from .signature import sign
+from .signature import signed_query
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +87,10 @@ class Forwarder:
             return None
 
     def _signed_query(self, body: bytes, args: Mapping[str, str]) -> dict[str, str]:
-        timestamp, nonce = str(int(self._clock())), str(secrets.randbelow(10**10))
-        query = {name: args[name] for name in PASSED_ARGS if name in args}
-        query.update(signature=sign(self._token, timestamp, nonce), timestamp=timestamp)
-        query["nonce"] = nonce
-        if args.get("encrypt_type") == "aes":
-            # The envelope was checked and decrypted before we got here: it parses.
-            encrypt = parse_fields(body).get("Encrypt", "")
-            query["msg_signature"] = sign(self._token, timestamp, nonce, encrypt)
+        # The envelope was checked and decrypted before we got here: it parses.
+        encrypt = parse_fields(body).get("Encrypt") if args.get("encrypt_type") == "aes" else None
+        query = signed_query(self._token, encrypt, now=self._clock())
+        query.update((name, args[name]) for name in PASSED_ARGS if name in args)
         return query
 
     def _post(self, body: bytes, query: dict[str, str], deadline: float) -> bytes | None:

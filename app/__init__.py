@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import CONFIGS, Config
 
-from . import emulator
+from . import cli, emulator
 from .extensions import client_ip, init_redis, limiter_storage_uri, sock
 from .login.hub import LoginHub
 from .login.service import ConfirmPolicy, LoginService
@@ -138,6 +138,7 @@ def create_app(
     api.limit_qrcode_creation(app, limiter, rate)
     errors.init_app(app)
     security.init_app(app)
+    cli.init_app(app)
     if emulated:
         app.register_blueprint(emulator.bp)
         log.warning("WECHAT_APP_ID is unset: the built-in WeChat emulator stands in for WeChat")

@@ -4,6 +4,7 @@ Like WeChat, every answer is HTTP 200; failures are ``{"errcode": N, "errmsg": s
 """
 
 import hmac
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,6 @@ ERRMSGS = {
     40003: "invalid openid",
     40013: "invalid appid",
     40125: "invalid appsecret",
-    40164: "invalid ip, not in whitelist",
     41001: "access_token missing",
     40097: "invalid args",
     45009: "reach max api daily quota limit",
@@ -35,7 +35,11 @@ DEFAULT_EXPIRE_SECONDS = 60
 
 
 def _error(errcode: int) -> Response:
-    return jsonify(errcode=errcode, errmsg=ERRMSGS.get(errcode, "error"))
+    errmsg = ERRMSGS.get(errcode, "error")
+    if errcode == 40164:  # WeChat names the caller's address: the one to whitelist
+        ip = request.remote_addr
+        errmsg = f"invalid ip {ip} ipv6 ::ffff:{ip}, not in whitelist rid: {secrets.token_hex(12)}"
+    return jsonify(errcode=errcode, errmsg=errmsg)
 
 
 def _credentials_error(appid: str | None, secret: str | None) -> int | None:

@@ -39,6 +39,8 @@ class EmulatorTransport(HTTPAdapter):
             query_string=url.query,
             headers=dict(request_.headers),
             data=request_.body,
+            # WeChat sees the caller's address (and names it in 40164): here, this host.
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
         )
         raw = HTTPResponse(
             body=BytesIO(answer.get_data()),

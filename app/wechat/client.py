@@ -102,6 +102,15 @@ class WeChatClient:
         cached = self._redis.get(self._token_key)
         return cached if cached else self._refresh_token(stale=None)
 
+    def refresh_access_token(self) -> str:
+        """Fetch an access_token from WeChat now, whatever the cache holds, and cache it: the
+        proof that the credentials work (``flask wechat check``).
+
+        Raises:
+            As ``access_token``.
+        """
+        return self._refresh_token(stale=self._redis.get(self._token_key))
+
     def create_qrcode(self, scene_str: str, expire_seconds: int) -> QRCode:
         """Create a temporary ``QR_STR_SCENE`` QR code.
 

@@ -38,6 +38,39 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # unset: no access log
 
+if os.environ.get("LOG_FORMAT") == "json":
+    # gunicorn's own lines as JSON too, in the fields of app/logs.py (not imported here: the
+    # app must not be imported before on_starting has set up the metrics directory). The root
+    # logger is left to the app, which configures it in each worker.
+    _json = {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+        "rename_fields": {
+            "asctime": "time",
+            "levelname": "level",
+            "name": "logger",
+            "process": "pid",
+        },
+    }
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": []},
+        "formatters": {"json": _json},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json"},
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        },
+    }
+
 
 def on_starting(server) -> None:
     """Prepare the workers: metrics shared between them, and sockets that fit in the

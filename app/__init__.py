@@ -19,6 +19,7 @@ from .login.hub import LoginHub
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
+from .logs import configure_logging
 from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface
 from .wechat.client import WeChatClient
@@ -51,13 +52,7 @@ def create_app(
     app = Flask(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
     app.config.from_object(config_class)
     app.config.update(overrides or {})
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-    # urllib3 logs request lines, query included, at DEBUG: that query carries the
-    # access_token (and the AppSecret for the classic token). Keep it quiet whatever the root says.
-    logging.getLogger("urllib3").setLevel(logging.INFO)
+    configure_logging(app.config["LOG_FORMAT"])
 
     _check_settings(app)
     emulated = not app.config["WECHAT_APP_ID"]

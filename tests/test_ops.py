@@ -1,9 +1,13 @@
-"""Health, readiness and metrics endpoints."""
+"""Health, readiness and metrics endpoints; log lines."""
+
+import json
+import time
 
 import pytest
 import redis
 
 from tests.conftest import fixture_xml, signed_query
+from tests.test_faults import Browser, scan
 
 #: Nothing listens on port 1: every Redis call fails at once.
 REDIS_DOWN = {"REDIS_URL": "redis://127.0.0.1:1/0"}
@@ -79,3 +83,42 @@ def test_metrics_judge_the_client_behind_a_trusted_proxy_not_the_proxy(client):
         headers={"X-Forwarded-For": "8.8.8.8"},
     )
     assert from_internet.status_code == 403
+
+
+# Logs
+
+
+def test_json_logs_under_gunicorn_name_each_login_step_and_no_secret(server_process, redis_client):
+    base = server_process(production=True, LOG_FORMAT="json", LOGIN_RATE_LIMIT="off")
+    browser = Browser(base, openid="oLogs000000000000000000000001")
+    assert browser.connect(base)["status"] == "waiting"
+    scan(base, browser)
+    [_, confirmed] = browser.read_to_close(time.monotonic() + 10)
+    assert browser.redeem(base, confirmed["code"]).status_code == 200
+    session_id = browser.session.cookies["session"]
+    access_token = redis_client.get("wechat:access_token:wx00000000emulator")
+    browser.close()
+
+    lines = [line for line in server_process.log(base).splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line, gunicorn's too, is JSON
+    assert {"time", "level", "logger", "pid", "message"} <= set(records[-1])
+    assert any(r["logger"] == "gunicorn.error" for r in records)
+    messages = [r["message"] for r in records if r["level"] == "INFO"]
+    scene = browser.scene
+    for step in (
+        f"login attempt created scene={scene}",
+        f"scan by a returning scene={scene} outcome=confirmed",
+        f"login socket answered scene={scene} status=confirmed",
+        f"login code redeemed scene={scene}",
+    ):
+        assert any(message.startswith(step) for message in messages), step
+    log = server_process.log(base)
+    for secret in (
+        access_token,
+        confirmed["code"],
+        session_id,
+        "shared-between-test-workers",  # SECRET_KEY
+        "emulator-app-secret-not-a-secret",  # the emulator's AppSecret
+        "emulatortoken",  # the Token
+    ):
+        assert secret and secret not in log

@@ -21,7 +21,7 @@ from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
 from .views import api, callback, errors, ops, pages, security, ws
-from .views.cookies import SessionInterface
+from .views.cookies import SessionInterface, raise_session_error
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
 from .wechat.forwarding import Forwarder
@@ -80,6 +80,7 @@ def create_app(
         permanent=True,
         sid_length=32,
     )
+    app.before_request(raise_session_error)
     store = LoginStore(
         redis_client,
         code_ttl=app.config["LOGIN_CODE_TTL_SECONDS"],

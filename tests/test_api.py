@@ -311,3 +311,18 @@ def test_logout_ends_the_session(client, code):
     assert response.status_code == 200
     assert response.get_json() == {"ok": True}
     assert client.get("/api/me").status_code == 401
+
+
+@pytest.mark.parametrize("app_overrides", [{"REDIS_URL": "redis://127.0.0.1:1/0"}], ids=["down"])
+@pytest.mark.parametrize("path", ["/api/me", "/"])
+def test_a_session_unreadable_for_lack_of_redis_is_a_clear_503(client, caplog, path):
+    # Sessions are opened before any view runs: the error must still reach our handlers.
+    client.set_cookie("session", "s" * 43)
+
+    response = client.get(path)
+
+    assert response.status_code == 503
+    body = response.get_json()["message"] if response.is_json else response.get_data(True)
+    assert "服务暂时不可用" in body
+    assert "Traceback" not in caplog.text
+    assert not [record for record in caplog.records if record.exc_info]

@@ -1,8 +1,11 @@
 """Cookies: the browser-binding secret and the session, Secure exactly when served over https."""
 
+import logging
 import secrets
 
-from flask import Flask, Response, request
+import redis
+from flask import Flask, Request, Response, g, request
+from flask.sessions import SessionMixin
 from flask_session.redis import RedisSessionInterface
 
 from ..login.store import hash_secret
@@ -11,6 +14,8 @@ from ..login.store import hash_secret
 #: Long-lived: it also tells a known device from a new one (``LOGIN_CONFIRM=new_device``).
 BROWSER_COOKIE = "wxlogin_browser"
 BROWSER_COOKIE_SECONDS = 365 * 86400
+
+log = logging.getLogger(__name__)
 
 
 def browser_hash() -> str | None:
@@ -60,6 +65,35 @@ class SessionInterface(RedisSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return request.is_secure or super().get_cookie_secure(app)
 
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        """The request's session; with Redis unreachable, a null session, and the error kept
+        for ``raise_session_error`` (Flask opens sessions before any error handler can
+        answer, so raising here would be a bare 500 with a traceback)."""
+        try:
+            return super().open_session(app, request)
+        except redis.RedisError as exc:
+            g.session_error = exc
+            return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Save the session; with Redis unreachable, log it and send the response anyway."""
+        try:
+            super().save_session(app, session, response)
+        except redis.RedisError as exc:
+            log.error("session not saved, Redis unavailable: %s", exc)
+
     def end(self, session_id: str) -> None:
         """Delete a session by id: its browser is signed out at its next request."""
         self.client.delete(self.key_prefix + session_id)
+
+
+def raise_session_error() -> None:
+    """Re-raise, inside the request, a Redis error met while opening its session, so that the
+    error handlers answer it (503) like any other Redis outage.
+
+    Raises:
+        redis.RedisError: the session could not be read.
+    """
+    error = g.pop("session_error", None)
+    if error is not None:
+        raise error

@@ -228,6 +228,14 @@ def wait_listening(redis_url: str, workers: int) -> None:
     wait_until(lambda: listening(redis_url) == workers, f"{workers} worker(s) listen")
 
 
+def waiting_on(new_browser: Callable[[str], Browser], base: str, count: int) -> list[Browser]:
+    """``count`` new browsers whose sockets wait on ``base``."""
+    browsers = [new_browser(base) for _ in range(count)]
+    for browser in browsers:
+        assert browser.connect(base)["status"] == "waiting"
+    return browsers
+
+
 def waiting_on_both(
     new_browser: Callable[[str], Browser], workers: tuple[str, str], count: int, redis_url: str
 ) -> list[Browser]:
@@ -476,9 +484,7 @@ def test_killed_server_loses_no_scan_its_browsers_reconnect_to_another(
     own_redis, server_process, new_browser
 ):
     worker_a, worker_b = two_workers(server_process, redis_url=own_redis.url, **PUSH_ONLY)
-    browsers = [new_browser(worker_a) for _ in range(8)]
-    for browser in browsers:
-        assert browser.connect(worker_a)["status"] == "waiting"
+    browsers = waiting_on(new_browser, worker_a, 8)
     wait_listening(own_redis.url, 1)
 
     # Scans land while A is frozen and then killed: its browsers never hear of them from A.
@@ -508,9 +514,7 @@ def test_killed_worker_behind_one_port_loses_no_scan(own_redis, server_process, 
     # landing on another worker.
     base = server_process(production=True, workers=2, redis_url=own_redis.url, **PUSH_ONLY)
     arbiter = server_process.pid(base)
-    browsers = [new_browser(base) for _ in range(6)]
-    for browser in browsers:
-        assert browser.connect(base)["status"] == "waiting"
+    browsers = waiting_on(new_browser, base, 6)
     holders = {browser: worker_holding(arbiter, browser) for browser in browsers}
     wait_listening(own_redis.url, len(set(holders.values())))
     victim = max(set(holders.values()), key=list(holders.values()).count)
@@ -574,9 +578,7 @@ def test_hup_reload_sends_pages_to_the_new_worker_at_once_and_loses_no_scan(
 ):
     base = server_process(production=True, redis_url=own_redis.url, **PUSH_ONLY)
     old_worker = psutil.Process(server_process.pid(base)).children()[0].pid
-    browsers = [new_browser(base) for _ in range(6)]
-    for browser in browsers:
-        assert browser.connect(base)["status"] == "waiting"
+    browsers = waiting_on(new_browser, base, 6)
 
     started = time.monotonic()
     # A deploy (systemd's ExecReload): the arbiter starts new workers and stops the old ones.
@@ -600,9 +602,7 @@ def test_stopped_server_closes_its_sockets_at_once_and_its_pages_sign_in_elsewhe
     own_redis, server_process, new_browser
 ):
     worker_a, worker_b = two_workers(server_process, redis_url=own_redis.url, **PUSH_ONLY)
-    browsers = [new_browser(worker_a) for _ in range(4)]
-    for browser in browsers:
-        assert browser.connect(worker_a)["status"] == "waiting"
+    browsers = waiting_on(new_browser, worker_a, 4)
 
     started = time.monotonic()
     server_process.signal(worker_a, signal.SIGTERM)  # as systemd stops its whole group

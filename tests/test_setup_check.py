@@ -151,9 +151,17 @@ def test_the_token_is_fetched_from_wechat_not_read_from_the_cache(app, client, r
     assert redis_client.get("wechat:access_token:wx00000000emulator") != "stale-token"
 
 
+def check_with(settings: dict):
+    """``flask wechat check`` on an app of its own, built with ``settings``."""
+    own = create_app(TestingConfig, settings)
+    try:
+        return run(own, "check")
+    finally:
+        own.extensions["wechat_login"].hub.close()
+
+
 def test_an_unreachable_wechat_is_a_network_failure(redis_url):
-    real = create_app(
-        TestingConfig,
+    result = check_with(
         {
             "REDIS_URL": redis_url,
             "WECHAT_APP_ID": "wx1234567890abcdef",
@@ -161,12 +169,8 @@ def test_an_unreachable_wechat_is_a_network_failure(redis_url):
             "WECHAT_TOKEN": "tokenofthetestaccount",
             "WECHAT_API_BASE": "http://127.0.0.1:1",  # nothing listens on port 1
             "WECHAT_HTTP_TIMEOUT": 1,
-        },
+        }
     )
-    try:
-        result = run(real, "check")
-    finally:
-        real.extensions["wechat_login"].hub.close()
 
     assert result.exit_code == 1
     assert line(result.output, "settings").startswith("[ ok ] settings: AppID wx1234567890abcdef")
@@ -241,12 +245,8 @@ def test_an_untrusted_certificate_fails(app, serve):
     assert "TLS certificate is not trusted" in line(result.output, "callback URL")
 
 
-def test_redis_down_fails(redis_url):
-    down = create_app(TestingConfig, {**SETTINGS, "REDIS_URL": "redis://127.0.0.1:1/0"})
-    try:
-        result = run(down, "check")
-    finally:
-        down.extensions["wechat_login"].hub.close()
+def test_redis_down_fails():
+    result = check_with({**SETTINGS, "REDIS_URL": "redis://127.0.0.1:1/0"})
 
     assert result.exit_code == 1
     assert line(result.output, "Redis").startswith("[FAIL] Redis: does not answer")

@@ -308,8 +308,20 @@ def test_post_timestamp_must_be_within_five_minutes(client, redis_client, offset
         lambda now: f" {now}",
         lambda now: f"{now}\n",
         lambda now: str(now).translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+        # Found by the property tests: too large for a float (a 500), and for int() (a 500).
+        lambda now: "1" * 310,
+        lambda now: "9" * 5000,
     ],
-    ids=["letters", "decimal", "plus-sign", "leading-space", "trailing-newline", "full-width"],
+    ids=[
+        "letters",
+        "decimal",
+        "plus-sign",
+        "leading-space",
+        "trailing-newline",
+        "full-width",
+        "too-big-for-a-float",
+        "too-long-for-int",
+    ],
 )
 def test_post_with_a_non_numeric_timestamp_is_refused(client, redis_client, timestamp):
     # int() reads most of these; only plain ASCII digits are a WeChat timestamp.

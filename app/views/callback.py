@@ -48,7 +48,8 @@ def _refuse_replay(signature: str, timestamp: str) -> None:
     # In plaintext mode the signature does not cover the body: without this, one captured
     # query would let anyone post any scan, e.g. of their own QR code in someone's name.
     max_age = current_app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
-    if not timestamp.isascii() or not timestamp.isdigit():
+    # Ten digits until the year 2286; a longer one is no float, and past 4,300 digits no int.
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         _refuse("invalid timestamp")
     if abs(time.time() - int(timestamp)) > max_age:
         _refuse("stale timestamp")

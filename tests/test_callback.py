@@ -323,7 +323,7 @@ def test_post_timestamp_must_be_within_five_minutes(client, redis_client, offset
         "too-long-for-int",
     ],
 )
-def test_post_with_a_non_numeric_timestamp_is_refused(client, redis_client, timestamp):
+def test_post_with_a_malformed_timestamp_is_refused(client, redis_client, timestamp):
     # int() reads most of these; only plain ASCII digits are a WeChat timestamp.
     scene = start_attempt(client)
     query = query_at(timestamp(int(time.time())))

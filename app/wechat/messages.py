@@ -136,8 +136,10 @@ def parse_message(body: bytes) -> Message:
     missing = [name for name in _REQUIRED_FIELDS if not fields.get(name)]
     if missing:
         raise MalformedMessageError(f"missing {', '.join(missing)}")
-    # isascii() too: isdigit() also accepts digits such as "²" that int() cannot read.
-    if not (fields["CreateTime"].isascii() and fields["CreateTime"].isdigit()):
+    # isascii() too: isdigit() also accepts digits such as "²" that int() cannot read; and
+    # at most 12 digits: int() refuses strings of over 4,300.
+    create_time = fields["CreateTime"]
+    if not (create_time.isascii() and create_time.isdigit() and len(create_time) <= 12):
         raise MalformedMessageError("CreateTime is not a number")
     return Message(fields)
 

@@ -9,7 +9,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from .setup_check import Verdict, run_checks
-from .wechat.delivery import push_request, reply_content
+from .wechat.delivery import push, reply_content
 from .wechat.errors import WeChatError
 from .wechat.messages import SUBSCRIBE_SCENE_PREFIX
 
@@ -71,14 +71,9 @@ def simulate_scan(scene: str, new_follower: bool, openid: str, url: str | None) 
         "EventKey": event_key,
     }
     mode = current_app.config["WECHAT_ENCRYPT_MODE"] if crypto else "plaintext"
-    query, body = push_request(message, current_app.config["WECHAT_TOKEN"], crypto, mode)
     try:
-        response = requests.post(
-            base + "/wechat/callback",
-            params=query,
-            data=body,
-            headers={"Content-Type": "text/xml"},
-            timeout=5,
+        response = push(
+            base + "/wechat/callback", message, current_app.config["WECHAT_TOKEN"], crypto, mode
         )
     except requests.RequestException as exc:
         raise click.ClickException(f"{base} could not be reached: {type(exc).__name__}") from None

@@ -17,11 +17,9 @@ import redis
 import requests
 from flask import Flask
 
+from .wechat.delivery import WECHAT_REPLY_SECONDS
 from .wechat.errors import WeChatAPIError, WeChatError, WeChatTransportError
 from .wechat.signature import signed_query
-
-#: WeChat gives up on a callback after this many seconds.
-WECHAT_TIMEOUT_SECONDS = 5
 
 #: Where the account's settings live, for the fixes (the sandbox has them on one page).
 SETTINGS_PAGE = "公众号后台「设置与开发 → 基本配置」（测试号：「测试号管理」页）"
@@ -223,7 +221,7 @@ def _verification_answer(url: str, token: str) -> Finding:
         response = requests.get(
             url,
             params={**signed_query(token), "echostr": echostr},
-            timeout=WECHAT_TIMEOUT_SECONDS,
+            timeout=WECHAT_REPLY_SECONDS,  # WeChat's own patience
             allow_redirects=False,  # WeChat does not follow redirects
         )
     except requests.exceptions.SSLError:

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 
 from ..views.errors import APIError
 from ..wechat.crypto import WeChatCrypto
-from ..wechat.delivery import MODES, push_request, reply_content
+from ..wechat.delivery import MODES, push, reply_content
 from ..wechat.errors import WeChatError
 from ..wechat.messages import SUBSCRIBE_SCENE_PREFIX
 from .state import emulator_state
@@ -18,9 +18,6 @@ bp = Blueprint("phone", __name__)
 
 #: The cookie that remembers which emulated WeChat user this browser plays.
 OPENID_COOKIE = "emulator_openid"
-
-#: WeChat waits this long for our callback's answer, in seconds.
-WECHAT_REPLY_TIMEOUT = 5
 
 
 def _phone_openid() -> str:
@@ -149,14 +146,13 @@ def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dic
         "CreateTime": int(time.time()),
         **fields,
     }
-    query, body = push_request(message, current_app.config["WECHAT_TOKEN"], crypto, mode)
     try:
-        answer = requests.post(
+        answer = push(
             url_for("callback.receive", _external=True),
-            params=query,
-            data=body,
-            headers={"Content-Type": "text/xml"},
-            timeout=WECHAT_REPLY_TIMEOUT,
+            message,
+            current_app.config["WECHAT_TOKEN"],
+            crypto,
+            mode,
         )
     except requests.RequestException as exc:
         return {"status": 0, "reply": f"（回调无法访问：{type(exc).__name__}）", "mode": mode}

@@ -4,6 +4,8 @@ reads it: for the emulated phone and ``flask wechat simulate-scan``.
 Doc followed: https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Message_encryption_and_decryption_instructions.html
 """
 
+import requests
+
 from .crypto import WeChatCrypto
 from .errors import DecryptionError
 from .messages import parse_fields, to_xml
@@ -11,6 +13,36 @@ from .signature import signed_query
 
 #: How WeChat can send, by the account's message-encryption mode.
 MODES = ("plaintext", "compatible", "safe")
+
+#: WeChat waits this long for a callback's answer, in seconds.
+WECHAT_REPLY_SECONDS = 5
+
+
+def push(
+    callback_url: str,
+    message: dict[str, str | int],
+    token: str,
+    crypto: WeChatCrypto | None,
+    mode: str,
+) -> requests.Response:
+    """Post a message to a callback as WeChat's servers do: signed, encrypted as ``mode``
+    says (``push_request``), given up on after ``WECHAT_REPLY_SECONDS``.
+
+    Returns:
+        The callback's answer; read its text with ``reply_content``.
+
+    Raises:
+        ValueError: as ``push_request``.
+        requests.RequestException: the callback could not be reached in time.
+    """
+    query, body = push_request(message, token, crypto, mode)
+    return requests.post(
+        callback_url,
+        params=query,
+        data=body,
+        headers={"Content-Type": "text/xml"},
+        timeout=WECHAT_REPLY_SECONDS,
+    )
 
 
 def push_request(

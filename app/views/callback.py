@@ -16,7 +16,14 @@ from ..metrics import SIGNATURE_FAILURES
 from ..wechat.crypto import WeChatCrypto
 from ..wechat.errors import DecryptionError, InvalidSignatureError, MalformedMessageError
 from ..wechat.forwarding import Forwarder
-from ..wechat.messages import MAX_MESSAGE_BYTES, Message, parse_fields, parse_message, text_reply
+from ..wechat.messages import (
+    MAX_MESSAGE_BYTES,
+    Message,
+    is_timestamp,
+    parse_fields,
+    parse_message,
+    text_reply,
+)
 from ..wechat.signature import check_signature
 
 log = logging.getLogger(__name__)
@@ -48,8 +55,7 @@ def _refuse_replay(signature: str, timestamp: str) -> None:
     # In plaintext mode the signature does not cover the body: without this, one captured
     # query would let anyone post any scan, e.g. of their own QR code in someone's name.
     max_age = current_app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
-    # Ten digits until the year 2286; a longer one is no float, and past 4,300 digits no int.
-    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+    if not is_timestamp(timestamp):
         _refuse("invalid timestamp")
     if abs(time.time() - int(timestamp)) > max_age:
         _refuse("stale timestamp")

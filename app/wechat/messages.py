@@ -136,12 +136,17 @@ def parse_message(body: bytes) -> Message:
     missing = [name for name in _REQUIRED_FIELDS if not fields.get(name)]
     if missing:
         raise MalformedMessageError(f"missing {', '.join(missing)}")
-    # isascii() too: isdigit() also accepts digits such as "²" that int() cannot read; and
-    # at most 12 digits: int() refuses strings of over 4,300.
-    create_time = fields["CreateTime"]
-    if not (create_time.isascii() and create_time.isdigit() and len(create_time) <= 12):
+    if not is_timestamp(fields["CreateTime"]):
         raise MalformedMessageError("CreateTime is not a number")
     return Message(fields)
+
+
+def is_timestamp(value: str) -> bool:
+    """Tell whether ``value`` reads as WeChat's epoch seconds (``CreateTime``, a callback's
+    ``timestamp``): ASCII digits only (``isdigit()`` alone also takes "²", which ``int()``
+    cannot read), and at most 12 of them (ten last until the year 2286; hundreds overflow a
+    float, and ``int()`` refuses over 4,300)."""
+    return value.isascii() and value.isdigit() and len(value) <= 12
 
 
 def parse_fields(body: bytes) -> dict[str, str]:

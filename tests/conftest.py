@@ -7,7 +7,6 @@ emptied before each test. CI starts the server; a missing one fails the run, nev
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ import websocket
 from werkzeug.serving import make_server
 
 from app import create_app
-from app.wechat.signature import sign
+from app.wechat import signature
 from config import TestingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,13 +111,7 @@ def fixture_xml(name: str, **values: object) -> bytes:
 
 def signed_query(token: str = TOKEN, **extra: str) -> dict[str, str]:
     """The ``signature``/``timestamp``/``nonce`` query WeChat adds to a callback."""
-    timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
-    return {
-        "signature": sign(token, timestamp, nonce),
-        "timestamp": timestamp,
-        "nonce": nonce,
-        **extra,
-    }
+    return {**signature.signed_query(token), **extra}
 
 
 def free_port() -> int:

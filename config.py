@@ -60,6 +60,10 @@ class Config:
     #: ``flask wechat check`` verifies ``<PUBLIC_BASE_URL>/wechat/callback`` through it.
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
 
+    #: The site's name as the scanner reads it in WeChat ("登录成功：<SITE_NAME>"). Default: the
+    #: host of ``PUBLIC_BASE_URL``. Never taken from a request, whose ``Host`` anyone can forge.
+    SITE_NAME = os.environ.get("SITE_NAME", "")
+
     #: ``text`` (one readable line per event) or ``json`` (one JSON object per line).
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
 
@@ -121,9 +125,16 @@ class Config:
     #: How many reverse proxies in front of the app to trust for X-Forwarded-For/-Proto/-Host.
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
 
+    #: Add ``includeSubDomains`` to HSTS: every subdomain of this host is then reached over https
+    #: only, so none can be used over plain http to plant cookies. Off by default: turn it on
+    #: only once every subdomain serves https.
+    HSTS_INCLUDE_SUBDOMAINS = os.environ.get("HSTS_INCLUDE_SUBDOMAINS", "") in ("1", "true", "yes")
+
     #: Life of a signed-in session, in seconds (sessions live in Redis and can be ended).
     PERMANENT_SESSION_LIFETIME = _env_int("SESSION_LIFETIME_SECONDS", 7 * 86400)
     SESSION_COOKIE_HTTPONLY = True
+    #: A session lasts its lifetime from sign-in; requests that do not change it never write it.
+    SESSION_REFRESH_EACH_REQUEST = False
     SESSION_COOKIE_SAMESITE = "Lax"
 
     #: Keys that must be set for this environment to start.
@@ -149,7 +160,13 @@ class TestingConfig(Config):
 class ProductionConfig(Config):
     """Real WeChat, real Redis: refuses to start without its secrets."""
 
-    REQUIRED_SETTINGS = ("SECRET_KEY", "WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN")
+    REQUIRED_SETTINGS = (
+        "SECRET_KEY",
+        "WECHAT_APP_ID",
+        "WECHAT_APP_SECRET",
+        "WECHAT_TOKEN",
+        "PUBLIC_BASE_URL",
+    )
     REQUIRE_REDIS = True
 
 

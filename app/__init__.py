@@ -5,6 +5,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from flask import Flask
@@ -55,6 +56,7 @@ def create_app(
     configure_logging(app.config["LOG_FORMAT"])
 
     _check_settings(app)
+    app.config["SITE_NAME"] = _site_name(app)
     emulated = not app.config["WECHAT_APP_ID"]
     if emulated:
         emulator.configure(app)
@@ -159,6 +161,11 @@ def _crypto(app: Flask) -> WeChatCrypto | None:
             "WECHAT_ENCODING_AES_KEY and WECHAT_ENCODING_AES_KEY_PREVIOUS must be 43 letters "
             "or digits"
         ) from None
+
+
+def _site_name(app: Flask) -> str:
+    """``SITE_NAME``, else the host of ``PUBLIC_BASE_URL``, else a generic name (development)."""
+    return app.config["SITE_NAME"] or urlsplit(app.config["PUBLIC_BASE_URL"]).netloc or "本网站"
 
 
 def _check_settings(app: Flask) -> None:

@@ -7,6 +7,7 @@ emptied before each test. CI starts the server; a missing one fails the run, nev
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -112,6 +113,54 @@ def fixture_xml(name: str, **values: object) -> bytes:
 def signed_query(token: str = TOKEN, **extra: str) -> dict[str, str]:
     """The ``signature``/``timestamp``/``nonce`` query WeChat adds to a callback."""
     return {**signature.signed_query(token), **extra}
+
+
+#: The WeChat user who scans in tests that do not name one.
+SCANNER = "oTestScanner00000000000000001"
+
+
+def scan(client, scene: str, openid: str = SCANNER) -> str:
+    """WeChat's scan event for ``scene`` by ``openid``, posted to the callback: the reply text."""
+    answer = client.post(
+        "/wechat/callback",
+        query_string=signed_query(openid=openid),
+        data=fixture_xml("scan", openid=openid, scene=scene),
+        content_type="text/xml",
+    )
+    assert answer.status_code == 200
+    return answer.get_data(as_text=True)
+
+
+def say(client, content: str, openid: str = SCANNER) -> str:
+    """A text message from ``openid`` to the account (a fresh MsgId): the reply text."""
+    body = (
+        fixture_xml("text", openid=openid)
+        .replace("你好".encode(), content.encode())
+        .replace(b"24602510516126457", str(secrets.randbelow(10**17)).encode())
+    )
+    answer = client.post(
+        "/wechat/callback",
+        query_string=signed_query(openid=openid),
+        data=body,
+        content_type="text/xml",
+    )
+    assert answer.status_code == 200
+    return answer.get_data(as_text=True)
+
+
+def confirmed_code(client, redis_client, openid: str = SCANNER) -> str:
+    """A new attempt of ``client``, scanned (and confirmed if asked) by ``openid``: its code."""
+    scene = client.post("/api/login/qrcode").get_json()["scene"]
+    if "回复 1" in scan(client, scene, openid):
+        assert "登录成功" in say(client, "1", openid)
+    return redis_client.hget(f"login:attempt:{scene}", "code")
+
+
+def sign_in(client, redis_client, openid: str = SCANNER) -> str:
+    """A whole login of ``client`` by ``openid``: the session id it ends with."""
+    code = confirmed_code(client, redis_client, openid)
+    assert client.post("/api/login/redeem", json={"code": code}).status_code == 200
+    return client.get_cookie("session").value
 
 
 def free_port() -> int:

@@ -121,7 +121,7 @@ def test_https_makes_the_cookie_secure_and_the_socket_wss(client, base_url, head
     origin = "https://localhost" if secure else "http://localhost"
     answer = start_attempt(client, base_url=base_url, headers={**headers, "Origin": origin})
 
-    cookie = client.get_cookie(BROWSER_COOKIE)
+    cookie = client.get_cookie(f"__Host-{BROWSER_COOKIE}" if secure else BROWSER_COOKIE)
     assert cookie is not None
     assert cookie.secure is secure
     assert answer["ws"].startswith("wss://" if secure else "ws://")
@@ -217,7 +217,7 @@ def test_session_cookie_is_secure_over_https(client, redis_client):
     )
 
     assert redeemed.status_code == 200
-    assert client.get_cookie("session").secure
+    assert client.get_cookie("__Host-session").secure
 
 
 def test_unionid_arrives_in_the_background(client, redis_client):

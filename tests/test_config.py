@@ -19,12 +19,21 @@ def production_settings(redis_url: str) -> dict:
     return {
         "SECRET_KEY": "a-long-random-production-key",
         "REDIS_URL": redis_url,
+        "PUBLIC_BASE_URL": "https://login.example.com",
         **REAL_CREDENTIALS,
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["SECRET_KEY", "WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN", "REDIS_URL"]
+    "name",
+    [
+        "SECRET_KEY",
+        "WECHAT_APP_ID",
+        "WECHAT_APP_SECRET",
+        "WECHAT_TOKEN",
+        "REDIS_URL",
+        "PUBLIC_BASE_URL",
+    ],
 )
 def test_production_refuses_to_start_without_a_required_setting(production_settings, name):
     with pytest.raises(RuntimeError, match=name):

@@ -168,7 +168,7 @@ def test_scan_asks_to_confirm_and_tells_what_is_being_signed_in(
     reply = scanned["reply"]
     assert asks_to_confirm(reply)
     assert "回复 0 取消" in reply
-    assert urlsplit(live_server).netloc in reply  # the site: 127.0.0.1:<port>
+    assert "你正在登录 本网站" in reply  # the site: SITE_NAME, unset here
     assert "Chrome" in reply and "Windows" in reply
     assert "127.0.0.1" in reply
     assert "北京时间" in reply

@@ -1,16 +1,15 @@
 """Hardening of the browser side: rate limits, same-origin checks, security headers, sessions."""
 
 import re
-import secrets
 from html.parser import HTMLParser
 
 import pytest
 import requests
 import websocket
 
-from tests.conftest import fixture_xml, signed_query
+from app.views.cookies import issue_binding
+from tests.conftest import SCANNER, fixture_xml, scan, sign_in, signed_query
 
-SCANNER = "oSecurityScanner000000000001"
 BROWSER_COOKIE = "wxlogin_browser"
 EVIL = "https://evil.example"
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
@@ -26,23 +25,6 @@ def browser(app, origin: str | None = "http://localhost"):
 
 def from_ip(ip: str) -> dict:
     return {"environ_overrides": {"REMOTE_ADDR": ip}}
-
-
-def sign_in(client, redis_client, openid: str = SCANNER) -> str:
-    """A whole login of ``client`` (scan by ``openid``, redeem); the session id it ends with."""
-    answer = client.post("/api/login/qrcode")
-    assert answer.status_code == 200
-    scene = answer.get_json()["scene"]
-    scanned = client.post(
-        "/wechat/callback",
-        query_string=signed_query(openid=openid),
-        data=fixture_xml("scan", openid=openid, scene=scene),
-        content_type="text/xml",
-    )
-    assert "登录成功".encode() in scanned.data
-    code = redis_client.hget(f"login:attempt:{scene}", "code")
-    assert client.post("/api/login/redeem", json={"code": code}).status_code == 200
-    return client.get_cookie("session").value
 
 
 def attempts(redis_client) -> int:
@@ -64,7 +46,7 @@ def assert_rate_limited(response) -> None:
 def returning_browser(app):
     """A browser that has its binding cookie from an earlier visit."""
     returning = browser(app)
-    returning.set_cookie(BROWSER_COOKIE, secrets.token_urlsafe(32))
+    returning.set_cookie(BROWSER_COOKIE, issue_binding(app.secret_key))
     return returning
 
 
@@ -79,14 +61,13 @@ def test_fourth_qr_code_from_one_ip_is_refused(app, redis_client, make_browser):
 
 
 @pytest.mark.parametrize("app_overrides", [LIMIT_3], ids=["3-a-minute"])
-def test_a_browser_asking_again_gets_its_qr_code_back_but_it_counts(app):
+def test_a_browser_asking_again_is_limited_whatever_its_address(app):
     same = returning_browser(app)
 
     # A new address each time: only the per-browser limit is at work.
     answers = [same.post("/api/login/qrcode", **from_ip(f"10.0.0.{n}")) for n in range(1, 5)]
 
     assert [answer.status_code for answer in answers[:3]] == [200, 200, 200]
-    assert len({answer.get_json()["scene"] for answer in answers[:3]}) == 1
     assert_rate_limited(answers[3])
 
 
@@ -349,3 +330,25 @@ def test_logout_ends_the_session_on_the_server(app, client, redis_client):
     replayed = browser(app)
     replayed.set_cookie("session", sid)
     assert replayed.get("/api/me").status_code == 401
+
+
+# What the scanner reads comes from configuration, not from the request.
+
+
+@pytest.mark.parametrize(
+    ("app_overrides", "site"),
+    [
+        ({"PUBLIC_BASE_URL": "https://login.example.com"}, "login.example.com"),
+        ({"PUBLIC_BASE_URL": "https://login.example.com", "SITE_NAME": "示例商城"}, "示例商城"),
+    ],
+    ids=["public-base-url", "site-name"],
+)
+def test_the_scanner_is_told_the_configured_site_never_the_requests_host(app, site):
+    forged = app.test_client()
+    forged.environ_base["HTTP_ORIGIN"] = "http://evil.example"
+    scene = forged.post("/api/login/qrcode", base_url="http://evil.example").get_json()["scene"]
+
+    reply = scan(forged, scene)
+
+    assert f"登录成功：{site}" in reply
+    assert "evil.example" not in reply

@@ -11,6 +11,7 @@ from app.login.store import (
     ConfirmOutcome,
     LoginStore,
     RedeemError,
+    SignIn,
     Status,
     hash_secret,
     new_scene,
@@ -307,8 +308,13 @@ def test_confirm_from_scanned_by_the_scanner(store, attempt, redis_client):
     assert (confirmed.status, confirmed.openid) == (Status.CONFIRMED, "oScanner")
     assert confirmed.code
     assert store.pending_scene("oScanner") is None
-    assert redis_client.get("login:recent:oScanner") == SCENE
-    assert redis_client.ttl("login:recent:oScanner") == pytest.approx(7 * 86400, abs=1)
+    assert redis_client.zrange("login:signins:oScanner", 0, -1) == [SCENE]
+    assert redis_client.hgetall(f"login:signin:{SCENE}") == {
+        "openid": "oScanner",
+        "browser_hash": BROWSER,
+    }
+    for key in ("login:signins:oScanner", f"login:signin:{SCENE}"):
+        assert redis_client.ttl(key) == pytest.approx(7 * 86400, abs=1)
     assert redis_client.ttl(f"login:attempt:{SCENE}") == CODE_TTL
     assert store.redeem(confirmed.code, BROWSER) == ("oScanner", SCENE)
 
@@ -320,7 +326,7 @@ def test_confirm_from_scanned_by_someone_else_is_taken(store, attempt, redis_cli
 
     assert store.get_attempt(SCENE) == marked
     assert store.pending_scene("oScanner") == SCENE
-    assert redis_client.exists("login:recent:oSomeoneElse", "login:recent:oScanner") == 0
+    assert redis_client.exists("login:signins:oSomeoneElse", "login:signins:oScanner") == 0
 
 
 def test_cancel(store, attempt, clock, redis_client):
@@ -375,7 +381,7 @@ def test_nothing_happens_after_cancel(store, attempt, redis_client, transition):
     assert store.get_attempt(SCENE) == cancelled
     assert store.pending_scene("oScanner") is None
     assert redis_client.keys("login:code:*") == []
-    assert redis_client.get("login:recent:oScanner") is None
+    assert redis_client.exists("login:signins:oScanner") == 0
 
 
 @pytest.mark.parametrize("transition", ["confirm", "mark_scanned", "cancel"])
@@ -421,50 +427,81 @@ def test_no_live_attempt_past_the_qr(store, attempt, clock):
     assert store.live_attempt_of(BROWSER) is None
 
 
-def test_end_recent_login_gives_back_the_session(store, attempt, redis_client):
+def test_end_signins_gives_back_the_session(store, attempt, redis_client):
     _, confirmed = store.confirm(SCENE, "oScanner")
     store.redeem(confirmed.code, BROWSER)
-    store.bind_session(SCENE, "session-1")
+    assert store.bind_session(SCENE, "oScanner", "session-1") is True
 
-    assert store.end_recent_login("oScanner") == (SCENE, "session-1")
+    assert store.end_signins("oScanner") == [SignIn(SCENE, BROWSER, "session-1")]
 
-    assert redis_client.exists(f"login:session:{SCENE}", "login:recent:oScanner") == 0
-    assert store.end_recent_login("oScanner") == (None, None)
+    assert redis_client.exists(f"login:signin:{SCENE}", "login:signins:oScanner") == 0
+    assert store.end_signins("oScanner") == []
 
 
-def test_end_recent_login_revokes_an_unredeemed_code(store, attempt, redis_client):
+def test_end_signins_revokes_an_unredeemed_code(store, attempt, redis_client):
     scanned(store)
     _, confirmed = store.confirm(SCENE, "oScanner")
 
-    assert store.end_recent_login("oScanner") == (SCENE, None)
+    assert store.end_signins("oScanner") == [SignIn(SCENE, BROWSER, None)]
 
     with pytest.raises(RedeemError):
         store.redeem(confirmed.code, BROWSER)
     assert store.get_attempt(SCENE) is None
     assert redis_client.keys("login:code:*") == []
-    assert redis_client.exists("login:recent:oScanner") == 0
+    assert redis_client.exists("login:signins:oScanner") == 0
 
 
-def test_end_recent_login_ends_only_the_latest(store):
+def test_end_signins_ends_every_login_in_the_window(store, clock):
     store.create_attempt(SCENE, BROWSER, EXPIRE_SECONDS)
     _, first = store.confirm(SCENE, "oScanner")
+    clock.advance(10)
     store.create_attempt(f"{SCENE}-2", OTHER_BROWSER, EXPIRE_SECONDS)
     _, second = store.confirm(f"{SCENE}-2", "oScanner")
 
-    assert store.end_recent_login("oScanner") == (f"{SCENE}-2", None)
+    assert store.end_signins("oScanner") == [
+        SignIn(f"{SCENE}-2", OTHER_BROWSER, None),
+        SignIn(SCENE, BROWSER, None),
+    ]
 
-    assert store.redeem(first.code, BROWSER) == ("oScanner", SCENE)
-    with pytest.raises(RedeemError):
-        store.redeem(second.code, OTHER_BROWSER)
+    for code, browser in ((first.code, BROWSER), (second.code, OTHER_BROWSER)):
+        with pytest.raises(RedeemError):
+            store.redeem(code, browser)
 
 
-def test_end_recent_login_without_a_login(store, attempt):
-    assert store.end_recent_login("oScanner") == (None, None)
+def test_end_signins_leaves_logins_older_than_the_window(store, clock):
+    store.create_attempt(SCENE, BROWSER, EXPIRE_SECONDS)
+    store.confirm(SCENE, "oScanner")
+    clock.advance(7 * 86400 + 1)
+
+    assert store.end_signins("oScanner") == []
+
+
+def test_end_signins_without_a_login(store, attempt):
+    assert store.end_signins("oScanner") == []
 
     store.confirm(SCENE, "oScanner")
 
-    assert store.end_recent_login("oSomeoneElse") == (None, None)
+    assert store.end_signins("oSomeoneElse") == []
     assert store.get_attempt(SCENE).status is Status.CONFIRMED
+
+
+def test_a_session_is_not_bound_to_a_login_its_scanner_ended(store, attempt, redis_client):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+    store.redeem(confirmed.code, BROWSER)
+    store.end_signins("oScanner")
+
+    assert store.bind_session(SCENE, "oScanner", "session-1") is False
+    assert redis_client.exists(f"login:signin:{SCENE}") == 0
+
+
+def test_forget_signin_leaves_nothing(store, attempt, redis_client):
+    _, confirmed = store.confirm(SCENE, "oScanner")
+    store.redeem(confirmed.code, BROWSER)
+    store.bind_session(SCENE, "oScanner", "session-1")
+
+    store.forget_signin("oScanner", SCENE)
+
+    assert redis_client.keys("login:signin*") == []
 
 
 def test_claim_signature_once_per_window(store, redis_client):

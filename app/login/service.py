@@ -21,6 +21,7 @@ from .store import (
     AttemptContext,
     ConfirmOutcome,
     LoginStore,
+    RedeemError,
     is_login_scene,
     new_scene,
 )
@@ -40,7 +41,8 @@ UNKNOWN_REPLY = "二维码已过期或无效，请在网页上刷新二维码后
 CANCELLED_REPLY = "已取消本次登录。"
 NOTHING_PENDING_REPLY = "没有等待你确认的登录。如需登录，请在网页上刷新二维码后重新扫码。"
 NOTHING_TO_END_REPLY = "没有可以退出的登录。"
-ENDED_REPLY = "已退出此次登录。如果不是你本人在登录，请留意微信账号安全。"
+#: Told after "0" ended logins, with how many.
+ENDED_REPLY = "已退出 {count} 个登录。如果不是你本人在登录，请留意微信账号安全。"
 
 
 class ConfirmPolicy(enum.StrEnum):
@@ -64,7 +66,7 @@ class LoginService:
         hub: the cross-worker push.
         qr_expire_seconds: the life asked of each QR code, in seconds.
         confirm_policy: when the scanner must confirm in WeChat.
-        end_session: deletes a server-side session by id (for the scanner's "0").
+        end_session: ends a server-side session by id for good (the scanner's "0", sign-out).
         clock: returns the time in epoch seconds.
         executor: runs ``user/info`` look-ups off the callback's path (default: 2 threads).
         forwarding: another handler takes the messages that are not about logging in
@@ -98,7 +100,8 @@ class LoginService:
         self._forwarding = forwarding
 
     def start_attempt(self, browser_hash: str, context: AttemptContext) -> tuple[Attempt, QRCode]:
-        """Give the browser a QR code bound to it: its live one if it has one, else a new one.
+        """Give the browser a QR code bound to it: its live one if it has one and asks from the
+        same browser and IP, else a new one.
 
         Args:
             browser_hash: ``hash_secret()`` of the browser's binding secret.
@@ -112,7 +115,7 @@ class LoginService:
             redis.RedisError: the attempt could not be stored.
         """
         now = self._clock()
-        live = self.store.live_attempt_of(browser_hash)
+        live = self.store.live_attempt_of(browser_hash, context)
         if live is not None and live.expires_in(now) >= REUSE_MIN_SECONDS and live.qrcode_url:
             # Spares WeChat's daily QR quota: reloads and extra tabs share one QR code.
             return live, QRCode(live.ticket, live.expires_in(now), live.qrcode_url)
@@ -207,14 +210,17 @@ class LoginService:
             log.info("cancellation answered scene=%s outcome=%s", scene, outcome.value)
             self.hub.publish(scene)
             return self._reply(outcome, attempt)
-        ended_scene, session_id = self.store.end_recent_login(openid)
-        if ended_scene is None:
+        ended = self.store.end_signins(openid)
+        if not ended:
             return None if self._forwarding else NOTHING_TO_END_REPLY
-        if session_id:
-            self._end_session(session_id)
-        log.info("login ended by its scanner scene=%s", ended_scene)
-        self.hub.publish(ended_scene)
-        return ENDED_REPLY
+        for signin in ended:
+            if signin.session_id:
+                self._end_session(signin.session_id)
+            # A login made by mistake leaves no trust behind: that browser confirms again.
+            self.users.forget_device(openid, signin.browser_hash)
+            log.info("login ended by its scanner scene=%s", signin.scene)
+            self.hub.publish(signin.scene)
+        return ENDED_REPLY.format(count=len(ended))
 
     def _confirmation_due(self, openid: str, scene: str) -> bool:
         if self.confirm_policy is ConfirmPolicy.OFF:
@@ -252,26 +258,48 @@ class LoginService:
         except (WeChatError, redis.RedisError) as exc:
             log.warning("user/info look-up failed, unionid unknown for now: %s", exc)
 
-    def redeem(self, code: str, browser_hash: str) -> tuple[User, str]:
-        """Turn a one-time code into the signed-in user, and remember this browser for them.
+    def redeem(self, code: str, browser_hash: str, session_id: str) -> tuple[User, str]:
+        """Turn a one-time code into a signed-in session, and remember this browser for them.
 
         Args:
             code: the code the websocket delivered.
             browser_hash: ``hash_secret()`` of the redeeming browser's binding secret.
+            session_id: the fresh id the new session will be stored under.
 
         Returns:
-            ``(user, scene)``; bind the new session to the scene with ``store.bind_session``.
+            ``(user, scene)``: who signed in, and the attempt it came from.
 
         Raises:
-            RedeemError: unknown, expired, used, revoked, or another browser's code.
+            RedeemError: unknown, expired, used, revoked or void, another browser's code, or a
+                login its scanner ended ("0") while this redeem ran: hand out no session.
         """
         openid, scene = self.store.redeem(code, browser_hash)
-        self.users.add_device(openid, browser_hash)
+        # Trust first, then the check that the login stands: a "0" racing this redeem removes
+        # the trust after, or is seen by the check (then the trust is taken back here).
+        new_device = self.users.add_device(openid, browser_hash)
+        if not self.store.bind_session(scene, openid, session_id):
+            if new_device:
+                self.users.forget_device(openid, browser_hash)
+            log.info("login code redeemed after its scanner ended it scene=%s", scene)
+            raise RedeemError("login ended by its scanner")
         user = self.users.get(openid)
         if user is None:  # the scan's record_login failed after its confirm; count it now
             user = self.users.record_login(openid)
         log.info("login code redeemed scene=%s", scene)
         return user, scene
+
+    def sign_out(self, openid: str, scene: str | None, session_id: str) -> None:
+        """End a session for good, and forget the login it came from.
+
+        Args:
+            openid: who is signed in.
+            scene: the attempt the session came from (None for a session from before this
+                was recorded).
+            session_id: the session's id.
+        """
+        self._end_session(session_id)
+        if scene:
+            self.store.forget_signin(openid, scene)
 
 
 def describe(attempt: Attempt) -> str:

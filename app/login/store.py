@@ -5,6 +5,9 @@ Redis holds the truth; the hub only wakes waiters. Keys:
 - ``login:attempt:<scene>``: hash ``{browser_hash, created_at, expires_at, status, openid,
   code}``; TTL the QR's life, then the code's life once confirmed.
 - ``login:code:<code>``: the scene; TTL the code's life; deleted by the one redeem that wins.
+- ``login:signin:<scene>``: hash ``{openid, browser_hash, session}``, a confirmed login and the
+  session it became; ``login:signins:<openid>``: sorted set of those scenes by confirmation
+  time. Both live as long as a session (``recent_ttl``): the scanner's "0" ends all of them.
 - ``wechat:dedupe:<dedupe_key>``: the reply given to a callback, so that WeChat's retry of it
   gets the same answer and changes nothing.
 """
@@ -141,6 +144,26 @@ class RedeemError(Exception):
     """A code could not be redeemed: unknown, expired, already used, or another browser's."""
 
 
+#: Redeems of one code from browsers other than its own before the code is void: a stolen code
+#: cannot be tried again and again until some binding check slips.
+MAX_FOREIGN_REDEEMS = 3
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A confirmed login, as the scanner's "0" ends it.
+
+    Attributes:
+        scene: the attempt it came from.
+        browser_hash: the browser it signed in (or would have, if not redeemed yet).
+        session_id: the session it became; None if its code was not redeemed yet.
+    """
+
+    scene: str
+    browser_hash: str
+    session_id: str | None
+
+
 class LoginStore:
     """Attempts, one-time codes and dedupe records in Redis.
 
@@ -218,7 +241,7 @@ class LoginStore:
                 },
             )
             pipe.expire(key, expire_seconds)
-            pipe.set(f"login:browser:{browser_hash}", scene, ex=expire_seconds)
+            pipe.set(self._live_key(browser_hash, context), scene, ex=expire_seconds)
             pipe.execute()
         return attempt
 
@@ -241,13 +264,25 @@ class LoginStore:
                 pipe.hget(self._attempt_key(scene), "status")
             return pipe.execute()
 
-    def live_attempt_of(self, browser_hash: str) -> Attempt | None:
-        """The browser's latest attempt if it still waits for a scan, else None."""
-        scene = self._redis.get(f"login:browser:{browser_hash}")
+    def live_attempt_of(
+        self, browser_hash: str, context: AttemptContext = AttemptContext()
+    ) -> Attempt | None:
+        """The browser's latest attempt made from ``context`` if it still waits, else None.
+
+        Holding a binding value is not enough to be shown its live QR code: the request must
+        also come from the same browser and address, or a copied or planted binding would hand
+        one person's login to whoever holds the copy.
+        """
+        scene = self._redis.get(self._live_key(browser_hash, context))
         attempt = self.get_attempt(scene) if scene else None
         if attempt is None or attempt.status is not Status.WAITING:
             return None
         return attempt if attempt.owned_by(browser_hash) else None
+
+    @staticmethod
+    def _live_key(browser_hash: str, context: AttemptContext) -> str:
+        where = hashlib.sha256(f"{context.browser}\n{context.ip}".encode()).hexdigest()[:16]
+        return f"login:browser:{browser_hash}:{where}"
 
     def _attempt_from(self, scene: str, data: dict[str, str]) -> Attempt | None:
         if not data:
@@ -310,7 +345,7 @@ class LoginStore:
             pipe.expire(key, self._code_ttl)
             pipe.set(f"login:code:{confirmed.code}", scene, ex=self._code_ttl)
             pipe.delete(f"login:pending:{openid}")
-            pipe.set(f"login:recent:{openid}", scene, ex=self._recent_ttl)
+            self._record_signin(pipe, scene, openid, attempt.browser_hash, confirmed.confirmed_at)
             return ConfirmOutcome.CONFIRMED, confirmed
 
         return self._transition(scene, openid, decide)
@@ -390,8 +425,21 @@ class LoginStore:
         """The scene whose confirmation ``openid`` was asked for, if still open."""
         return self._redis.get(f"login:pending:{openid}")
 
+    def _record_signin(
+        self, pipe: redis.client.Pipeline, scene: str, openid: str, browser_hash: str, now: float
+    ) -> None:
+        """Queue the record of a confirmed login, so that "0" can find and end it."""
+        signin, signins = f"login:signin:{scene}", f"login:signins:{openid}"
+        pipe.hset(signin, mapping={"openid": openid, "browser_hash": browser_hash})
+        pipe.expire(signin, self._recent_ttl)
+        pipe.zadd(signins, {scene: now})
+        pipe.zremrangebyscore(signins, "-inf", now - self._recent_ttl)
+        pipe.expire(signins, self._recent_ttl)
+
     def redeem(self, code: str, browser_hash: str) -> tuple[str, str]:
         """Spend a one-time code from the browser that made the attempt.
+
+        A code tried by ``MAX_FOREIGN_REDEEMS`` other browsers is void: its owner scans again.
 
         Args:
             code: the code the websocket delivered.
@@ -401,8 +449,8 @@ class LoginStore:
             ``(openid, scene)``: who scanned, and which attempt it was.
 
         Raises:
-            RedeemError: the code is unknown, expired, used or revoked, or belongs to another
-                browser (that browser's code stays usable).
+            RedeemError: the code is unknown, expired, used, revoked or void, or belongs to
+                another browser (counted).
         """
         code_key = f"login:code:{code}"
         scene = self._redis.get(code_key)
@@ -410,6 +458,7 @@ class LoginStore:
         if attempt is None or attempt.code != code or not attempt.openid:
             raise RedeemError("unknown or expired code")
         if not attempt.owned_by(browser_hash):
+            self._count_foreign_redeem(scene, code, attempt.openid)
             raise RedeemError("code belongs to another browser")
         # Only one DEL can return 1: that redeem wins, every other loses.
         if not self._redis.delete(code_key):
@@ -417,28 +466,79 @@ class LoginStore:
         self._redis.delete(self._attempt_key(scene))
         return attempt.openid, scene
 
-    def bind_session(self, scene: str, session_id: str) -> None:
-        """Remember which session a login became, so its scanner can end it with "0"."""
-        self._redis.set(f"login:session:{scene}", session_id, ex=self._recent_ttl)
+    def _count_foreign_redeem(self, scene: str, code: str, openid: str) -> None:
+        key = self._attempt_key(scene)
+        with self._redis.pipeline() as pipe:
+            pipe.exists(key)
+            pipe.hincrby(key, "foreign_redeems", 1)
+            exists, count = pipe.execute()
+        if not exists:
+            self._redis.delete(key)  # gone meanwhile: HINCRBY made a stray hash without a TTL
+        elif count >= MAX_FOREIGN_REDEEMS:
+            # Void: nobody signs in with this code; its owner's redeem fails and says scan again.
+            with self._redis.pipeline() as pipe:
+                pipe.delete(f"login:code:{code}", key, f"login:signin:{scene}")
+                pipe.zrem(f"login:signins:{openid}", scene)
+                pipe.execute()
 
-    def end_recent_login(self, openid: str) -> tuple[str | None, str | None]:
-        """End ``openid``'s latest login: its code stops working, its session is given back.
+    def bind_session(self, scene: str, openid: str, session_id: str) -> bool:
+        """Record the session a redeemed login became, unless "0" ended that login meanwhile.
+
+        The session is written first and the login's record read after, while "0" removes the
+        record first and reads the session after: whichever comes second sees the other, so a
+        redeem racing a "0" never leaves a live session behind.
 
         Returns:
-            ``(scene, session_id)``: the login ended (None if there was none), and the session
-            it became (None if not redeemed yet), for the caller to delete.
+            True if the login stands; False if it was ended (do not hand out the session).
         """
-        scene = self._redis.get(f"login:recent:{openid}")
-        if not scene:
-            return None, None
-        attempt = self.get_attempt(scene)
+        signin = f"login:signin:{scene}"
         with self._redis.pipeline() as pipe:
-            if attempt is not None and attempt.code:
-                pipe.delete(f"login:code:{attempt.code}")
-            pipe.delete(self._attempt_key(scene), f"login:recent:{openid}")
-            pipe.getdel(f"login:session:{scene}")
-            session_id = pipe.execute()[-1]
-        return scene, session_id
+            pipe.hset(signin, "session", session_id)
+            pipe.expire(signin, self._recent_ttl)
+            pipe.zscore(f"login:signins:{openid}", scene)
+            standing = pipe.execute()[-1] is not None
+        if not standing:
+            self._redis.delete(signin)
+        return standing
+
+    def end_signins(self, openid: str) -> list[SignIn]:
+        """End every login ``openid`` confirmed within the recent-login window.
+
+        Their codes stop working at once; their sessions are given back for the caller to end.
+
+        Returns:
+            The logins ended, newest first (empty if there were none).
+        """
+        signins = f"login:signins:{openid}"
+        with self._redis.pipeline() as pipe:
+            pipe.zrevrangebyscore(signins, "+inf", self._clock() - self._recent_ttl)
+            pipe.delete(signins)
+            scenes = pipe.execute()[0]
+        if not scenes:
+            return []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for scene in scenes:
+                pipe.hgetall(f"login:signin:{scene}")
+                pipe.hget(self._attempt_key(scene), "code")
+            read = pipe.execute()
+        ended = []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for scene, record, code in zip(scenes, read[::2], read[1::2], strict=True):
+                if code:
+                    pipe.delete(f"login:code:{code}")
+                pipe.delete(self._attempt_key(scene), f"login:signin:{scene}")
+                ended.append(
+                    SignIn(scene, record.get("browser_hash", ""), record.get("session") or None)
+                )
+            pipe.execute()
+        return ended
+
+    def forget_signin(self, openid: str, scene: str) -> None:
+        """Drop the record of a login whose session was ended by signing out."""
+        with self._redis.pipeline() as pipe:
+            pipe.zrem(f"login:signins:{openid}", scene)
+            pipe.delete(f"login:signin:{scene}")
+            pipe.execute()
 
     def claim_signature(self, signature: str, window_seconds: int) -> bool:
         """Record a callback's ``signature`` as used; False if it was seen inside the window.

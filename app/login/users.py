@@ -81,9 +81,17 @@ class UserStore:
 
         self._redis.transaction(attach, key)
 
-    def add_device(self, openid: str, browser_hash: str) -> None:
-        """Remember that ``openid`` signed in from the browser with this binding-secret hash."""
-        self._redis.sadd(f"user:{openid}:devices", browser_hash)
+    def add_device(self, openid: str, browser_hash: str) -> bool:
+        """Remember that ``openid`` signed in from the browser with this binding-secret hash.
+
+        Returns:
+            True if the browser was new to them (this call made it known).
+        """
+        return bool(self._redis.sadd(f"user:{openid}:devices", browser_hash))
+
+    def forget_device(self, openid: str, browser_hash: str) -> None:
+        """Stop trusting a browser for ``openid``: its next scan asks to confirm again."""
+        self._redis.srem(f"user:{openid}:devices", browser_hash)
 
     def knows_device(self, openid: str, browser_hash: str) -> bool:
         """Tell whether ``openid`` has signed in from this browser before."""

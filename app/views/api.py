@@ -35,7 +35,7 @@ def create_login_qrcode() -> Response:
     """
     owner, new_secret = browser_binding()
     context = AttemptContext(
-        site=request.host,
+        site=current_app.config["SITE_NAME"],
         browser=describe_browser(request.headers.get("User-Agent", "")),
         ip=client_ip(),
     )
@@ -85,18 +85,14 @@ def redeem() -> Response:
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, str) or not 0 < len(code) <= 128:
         raise APIError(400, "bad_request", "请求缺少登录码。")
-    owner = browser_hash()
+    sessions = current_app.session_interface
+    session_id = sessions.new_session_id()
     try:
-        if owner is None:
-            raise RedeemError("no binding cookie")
-        user, scene = login_service().redeem(code, owner)
+        # A browser without a valid binding value is counted as foreign to the code.
+        user, scene = login_service().redeem(code, browser_hash() or "", session_id)
     except RedeemError:
         raise APIError(400, "invalid_code", "登录码无效或已过期，请重新扫码。") from None
-    # A fresh session under a fresh id: nothing from before the login carries over (fixation).
-    session.clear()
-    session["openid"] = user.openid
-    current_app.session_interface.regenerate(session)
-    login_service().store.bind_session(scene, session.sid)
+    sessions.start(session, session_id, {"openid": user.openid, "scene": scene})
     return jsonify(user.to_json())
 
 
@@ -112,6 +108,9 @@ def me() -> Response:
 
 @bp.post("/logout")
 def logout() -> Response:
-    """End the session: 200 ``{"ok": true}``."""
+    """End the session for good, in every worker: 200 ``{"ok": true}``."""
+    openid = session.get("openid")
+    if openid:
+        login_service().sign_out(openid, session.get("scene"), session.sid)
     session.clear()
     return jsonify(ok=True)

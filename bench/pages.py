@@ -7,7 +7,6 @@ what seeding 10,000 of them measured (``qrcodes`` measures that endpoint on its 
 
 import asyncio
 import json
-import secrets
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -17,7 +16,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from app.login.store import LoginStore, hash_secret, new_scene
-from app.views.cookies import BROWSER_COOKIE
+from app.views.cookies import BROWSER_COOKIE, issue_binding
+
+from .server import SECRET_KEY
 
 #: Waits before each reconnect after a failed or closed socket, in seconds, as the login page
 #: does (``RECONNECT_DELAYS_MS`` in static/login.js); a page gives up after these.
@@ -55,7 +56,7 @@ def seed_browsers(store: LoginStore, count: int, expire_seconds: int) -> list[Br
     """
     browsers = []
     for _ in range(count):
-        browser = Browser(secrets.token_urlsafe(32), new_scene(time.time()))
+        browser = Browser(issue_binding(SECRET_KEY), new_scene(time.time()))
         store.create_attempt(browser.scene, hash_secret(browser.secret), expire_seconds)
         browsers.append(browser)
     return browsers

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import psutil
 
+#: The server's SECRET_KEY: the benchmark signs its seeded browsers' binding values with it.
+SECRET_KEY = "bench"
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: How long gunicorn may take to answer its first request, in seconds.
@@ -74,7 +77,7 @@ class Server:
         self._settings = {
             "APP_ENV": "development",
             "REDIS_URL": redis_url,
-            "SECRET_KEY": "bench",
+            "SECRET_KEY": SECRET_KEY,
             "LOGIN_RATE_LIMIT": "off",
             "LOGIN_QR_EXPIRE_SECONDS": str(qr_expire_seconds),
             # Emulator mode and plaintext callbacks, whatever this shell has set.

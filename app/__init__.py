@@ -25,6 +25,7 @@ from .views.cookies import SessionInterface, raise_session_error
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
 from .wechat.forwarding import Forwarder
+from .wechat.replay import SignatureLedger
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,6 +74,9 @@ def create_app(
         token_endpoint=app.config["WECHAT_TOKEN_ENDPOINT"],
     )
     app.extensions["wechat_crypto"] = _crypto(app)
+    app.extensions["wechat_signatures"] = SignatureLedger(
+        redis_client, app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
+    )
     app.session_interface = SessionInterface(
         app,
         client=raw_redis,

@@ -467,15 +467,6 @@ def test_end_recent_login_without_a_login(store, attempt):
     assert store.get_attempt(SCENE).status is Status.CONFIRMED
 
 
-def test_claim_signature_once_per_window(store, redis_client):
-    signature = "74d92dfeb87ba7c714f89d98870ae5eb62dff26d"
-
-    assert store.claim_signature(signature, 300) is True
-    assert store.claim_signature(signature, 300) is False
-    assert store.claim_signature("0" * 40, 300) is True
-    assert redis_client.ttl(f"wechat:signature:{signature}") == pytest.approx(300, abs=1)
-
-
 def test_devices(users):
     assert users.knows_device("oScanner", BROWSER) is False
 

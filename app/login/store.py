@@ -440,15 +440,6 @@ class LoginStore:
             session_id = pipe.execute()[-1]
         return scene, session_id
 
-    def claim_signature(self, signature: str, window_seconds: int) -> bool:
-        """Record a callback's ``signature`` as used; False if it was seen inside the window.
-
-        A signature covers (Token, timestamp, nonce): a second use is a replay.
-        """
-        return bool(
-            self._redis.set(f"wechat:signature:{signature}", "1", nx=True, ex=window_seconds)
-        )
-
     def claim_callback(self, dedupe_key: str) -> str | None:
         """Claim a callback for processing, or learn the reply already given to it.
 

@@ -11,6 +11,7 @@ from werkzeug.wrappers import Request, Response
 from app import create_app
 from app.login.service import UNKNOWN_REPLY
 from config import TestingConfig
+from tests.conftest import fixture_xml
 from tests.test_callback import KEY
 
 #: Settings of every app here: QR codes are created freely.
@@ -224,6 +225,56 @@ def test_a_callback_on_another_token_is_refused_by_our_own_app(app, redis_url, s
     other.extensions["wechat_login"].hub.close()
     assert result.exit_code == 1
     assert "another Token" in line(result.output, "callback URL")
+
+
+def echoing(received: list[dict[str, str]]):
+    """A WSGI app that answers WeChat's verification and records each query it was sent."""
+
+    def make_response(request: Request) -> Response:
+        received.append(dict(request.args))
+        return Response(request.args.get("echostr", ""), mimetype="text/plain")
+
+    return answering(make_response)
+
+
+def test_the_verification_query_of_the_check_opens_no_post(app, client, redis_client, serve):
+    # The query went to whoever stands at PUBLIC_BASE_URL (a tunnel, a proxy logging it), not
+    # to our callback: posted there with a scan, it must sign nobody in.
+    received = []
+    app.config["PUBLIC_BASE_URL"] = serve(echoing(received))
+    scene = start_attempt(client)
+
+    assert run(app, "check").exit_code == 0
+    [query] = received
+    posted = client.post(
+        "/wechat/callback",
+        query_string=query,
+        data=fixture_xml("scan", openid="oScanner0000000000000000001", scene=scene),
+        content_type="text/xml",
+    )
+
+    assert posted.status_code == 403
+    assert redis_client.hget(f"login:attempt:{scene}", "status") == "waiting"
+    # What it was made for, the verification, it still passes, once.
+    verifications = [client.get("/wechat/callback", query_string=query) for _ in range(2)]
+    assert [answer.status_code for answer in verifications] == [200, 403]
+    assert verifications[0].data == query["echostr"].encode()
+
+
+def test_without_redis_the_verification_query_is_not_sent(serve):
+    received = []
+    result = check_with(
+        {
+            **SETTINGS,
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "PUBLIC_BASE_URL": serve(echoing(received)),
+        }
+    )
+
+    assert result.exit_code == 1
+    callback = line(result.output, "callback URL")
+    assert callback.startswith("[FAIL]") and "Redis" in callback
+    assert received == []
 
 
 def test_an_unreachable_callback_url_fails(app):

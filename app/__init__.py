@@ -29,6 +29,9 @@ from .wechat.replay import SignatureLedger
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: What WeChat accepts as a Token: 3 to 32 letters or digits.
+TOKEN_PATTERN = r"[A-Za-z0-9]{3,32}"
+
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +62,7 @@ def create_app(
     emulated = not app.config["WECHAT_APP_ID"]
     if emulated:
         emulator.configure(app)
+    _check_forward_token(app)  # after the emulator's default Token, which it must not equal
 
     redis_client, raw_redis = init_redis(app)
     session = requests.Session()
@@ -107,6 +111,7 @@ def create_app(
     app.extensions["wechat_forwarder"] = (
         Forwarder(
             app.config["WECHAT_FORWARD_URL"],
+            app.config["WECHAT_FORWARD_TOKEN"],
             app.config["WECHAT_TOKEN"],
             timeout=app.config["WECHAT_FORWARD_TIMEOUT_SECONDS"],
         )
@@ -165,6 +170,21 @@ def _crypto(app: Flask) -> WeChatCrypto | None:
         ) from None
 
 
+def _check_forward_token(app: Flask) -> None:
+    """With ``WECHAT_FORWARD_URL``, refuse a ``WECHAT_FORWARD_TOKEN`` that is missing,
+    malformed, or the account's own: with the account's, any query the upstream receives would
+    open our callback too."""
+    if not app.config["WECHAT_FORWARD_URL"]:
+        return
+    forward_token = app.config["WECHAT_FORWARD_TOKEN"]
+    if not re.fullmatch(TOKEN_PATTERN, forward_token):
+        raise RuntimeError(
+            "WECHAT_FORWARD_TOKEN (3 to 32 letters or digits) is required with WECHAT_FORWARD_URL"
+        )
+    if forward_token == app.config["WECHAT_TOKEN"]:
+        raise RuntimeError("WECHAT_FORWARD_TOKEN must differ from WECHAT_TOKEN")
+
+
 def _check_settings(app: Flask) -> None:
     missing = [name for name in app.config["REQUIRED_SETTINGS"] if not app.config.get(name)]
     if app.config["REQUIRE_REDIS"] and not (
@@ -174,7 +194,7 @@ def _check_settings(app: Flask) -> None:
     if missing:
         raise RuntimeError(f"missing required setting(s): {', '.join(missing)}")
     token = app.config["WECHAT_TOKEN"]
-    if token and not re.fullmatch(r"[A-Za-z0-9]{3,32}", token):
+    if token and not re.fullmatch(TOKEN_PATTERN, token):
         raise RuntimeError("WECHAT_TOKEN must be 3 to 32 letters or digits, as WeChat requires")
     if app.config["LOGIN_CONFIRM"] not in {policy.value for policy in ConfirmPolicy}:
         raise RuntimeError("LOGIN_CONFIRM must be off, always or new_device")

@@ -9,7 +9,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app import create_app
-from app.login.service import UNKNOWN_REPLY
+from app.login.service import TAKEN_REPLY, UNKNOWN_REPLY
 from config import TestingConfig
 from tests.conftest import fixture_xml
 from tests.test_callback import KEY
@@ -342,13 +342,24 @@ def test_simulated_scan_is_encrypted_in_safe_mode(app, client, live_server):
     assert app.extensions["wechat_login"].store.get_attempt(scene).status.value == "confirmed"
 
 
-def test_simulated_scan_of_an_unknown_scene_shows_the_polite_reply(app, live_server):
+def test_simulated_scan_of_an_unknown_scene_shows_the_polite_reply_and_fails(app, live_server):
     result = run(
         app, "simulate-scan", "1700000000000-000000000000000000000000", "--url", live_server
     )
 
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert UNKNOWN_REPLY in result.output
+    assert "no browser is waiting on scene 1700000000000-" in result.output
+
+
+def test_simulated_scan_of_a_scene_taken_by_another_scanner_fails(app, client, live_server):
+    scene = start_attempt(client)
+    assert run(app, "simulate-scan", scene, "--url", live_server).exit_code == 0
+
+    result = run(app, "simulate-scan", scene, "--url", live_server, "--openid", "oSomeoneElse")
+
+    assert result.exit_code == 1
+    assert TAKEN_REPLY in result.output
 
 
 def test_simulated_scan_to_a_server_that_refuses_exits_non_zero(app, redis_url, serve):
@@ -360,6 +371,7 @@ def test_simulated_scan_to_a_server_that_refuses_exits_non_zero(app, redis_url, 
     other.extensions["wechat_login"].hub.close()
     assert result.exit_code == 1
     assert "HTTP 403" in result.output
+    assert "WECHAT_TOKEN differs from the server's" in result.output
 
 
 def test_simulated_scan_to_nothing_says_so(app):

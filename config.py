@@ -52,6 +52,10 @@ class Config:
     #: The account's other callback handler (a bot, a CMS): every message and event that is not
     #: a login scan is passed on to it, signed afresh, and its reply relayed. Unset: none.
     WECHAT_FORWARD_URL = os.environ.get("WECHAT_FORWARD_URL", "")
+    #: The upstream's own Token (3..32 letters or digits), required with a forward URL and
+    #: never the account's: what we forward is signed with it, so nothing the upstream receives
+    #: (or logs, or leaks) is signed as WeChat signs our callbacks.
+    WECHAT_FORWARD_TOKEN = os.environ.get("WECHAT_FORWARD_TOKEN", "")
     #: The most a forwarded message may wait for the upstream's reply, in seconds; then WeChat
     #: gets ``success``. WeChat itself waits 5 s for the whole answer.
     WECHAT_FORWARD_TIMEOUT_SECONDS = float(os.environ.get("WECHAT_FORWARD_TIMEOUT_SECONDS", "4"))
@@ -154,6 +158,7 @@ class TestingConfig(Config):
     SECRET_KEY = "testing-secret-key"
     WECHAT_APP_ID = ""
     WECHAT_FORWARD_URL = ""
+    WECHAT_FORWARD_TOKEN = ""
     REDIS_URL = ""
 
 

@@ -26,8 +26,12 @@ from .views.cookies import SessionInterface, raise_session_error
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
 from .wechat.forwarding import Forwarder
+from .wechat.replay import SignatureLedger
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: What WeChat accepts as a Token: 3 to 32 letters or digits.
+TOKEN_PATTERN = r"[A-Za-z0-9]{3,32}"
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ def create_app(
     emulated = not app.config["WECHAT_APP_ID"]
     if emulated:
         emulator.configure(app)
+    _check_forward_token(app)  # after the emulator's default Token, which it must not equal
 
     redis_client, raw_redis = init_redis(app)
     session = requests.Session()
@@ -75,6 +80,9 @@ def create_app(
         token_endpoint=app.config["WECHAT_TOKEN_ENDPOINT"],
     )
     app.extensions["wechat_crypto"] = _crypto(app)
+    app.extensions["wechat_signatures"] = SignatureLedger(
+        redis_client, app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
+    )
     app.session_interface = SessionInterface(
         app,
         client=raw_redis,
@@ -105,6 +113,7 @@ def create_app(
     app.extensions["wechat_forwarder"] = (
         Forwarder(
             app.config["WECHAT_FORWARD_URL"],
+            app.config["WECHAT_FORWARD_TOKEN"],
             app.config["WECHAT_TOKEN"],
             timeout=app.config["WECHAT_FORWARD_TIMEOUT_SECONDS"],
         )
@@ -168,6 +177,21 @@ def _site_name(app: Flask) -> str:
     return app.config["SITE_NAME"] or urlsplit(app.config["PUBLIC_BASE_URL"]).netloc or "本网站"
 
 
+def _check_forward_token(app: Flask) -> None:
+    """With ``WECHAT_FORWARD_URL``, refuse a ``WECHAT_FORWARD_TOKEN`` that is missing,
+    malformed, or the account's own: with the account's, any query the upstream receives would
+    open our callback too."""
+    if not app.config["WECHAT_FORWARD_URL"]:
+        return
+    forward_token = app.config["WECHAT_FORWARD_TOKEN"]
+    if not re.fullmatch(TOKEN_PATTERN, forward_token):
+        raise RuntimeError(
+            "WECHAT_FORWARD_TOKEN (3 to 32 letters or digits) is required with WECHAT_FORWARD_URL"
+        )
+    if forward_token == app.config["WECHAT_TOKEN"]:
+        raise RuntimeError("WECHAT_FORWARD_TOKEN must differ from WECHAT_TOKEN")
+
+
 def _check_settings(app: Flask) -> None:
     missing = [name for name in app.config["REQUIRED_SETTINGS"] if not app.config.get(name)]
     if app.config["REQUIRE_REDIS"] and not (
@@ -177,7 +201,7 @@ def _check_settings(app: Flask) -> None:
     if missing:
         raise RuntimeError(f"missing required setting(s): {', '.join(missing)}")
     token = app.config["WECHAT_TOKEN"]
-    if token and not re.fullmatch(r"[A-Za-z0-9]{3,32}", token):
+    if token and not re.fullmatch(TOKEN_PATTERN, token):
         raise RuntimeError("WECHAT_TOKEN must be 3 to 32 letters or digits, as WeChat requires")
     if app.config["LOGIN_CONFIRM"] not in {policy.value for policy in ConfirmPolicy}:
         raise RuntimeError("LOGIN_CONFIRM must be off, always or new_device")

@@ -8,6 +8,7 @@ import requests
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from .login.service import TAKEN_REPLY, UNKNOWN_REPLY
 from .setup_check import Verdict, run_checks
 from .wechat.delivery import push, reply_content
 from .wechat.errors import WeChatError
@@ -55,7 +56,7 @@ def simulate_scan(scene: str, new_follower: bool, openid: str, url: str | None) 
 
     The event is real-format XML, signed with this app's WECHAT_TOKEN and encrypted as
     WECHAT_ENCRYPT_MODE says when an EncodingAESKey is set. Prints the reply the scanner would
-    see; exits 1 unless the callback answered 200.
+    see; exits 1 unless the callback answered 200 and a browser was waiting on SCENE.
     """
     base = (url or current_app.config["PUBLIC_BASE_URL"] or "http://127.0.0.1:5000").rstrip("/")
     crypto = current_app.extensions["wechat_crypto"]
@@ -78,6 +79,11 @@ def simulate_scan(scene: str, new_follower: bool, openid: str, url: str | None) 
     except requests.RequestException as exc:
         raise click.ClickException(f"{base} could not be reached: {type(exc).__name__}") from None
     click.echo(f"{event} {event_key} as {openid} ({mode}): HTTP {response.status_code}")
+    if response.status_code == 403:
+        raise click.ClickException(
+            "the callback refused the signature: this WECHAT_TOKEN differs from the server's, "
+            "or the two clocks are more than WECHAT_CALLBACK_MAX_AGE_SECONDS apart"
+        )
     if response.status_code != 200:
         sys.exit(1)
     try:
@@ -85,6 +91,11 @@ def simulate_scan(scene: str, new_follower: bool, openid: str, url: str | None) 
     except WeChatError as exc:
         raise click.ClickException(f"the reply is not one WeChat accepts: {exc}") from None
     click.echo(content if content is not None else "(acknowledged with success, no reply)")
+    if content in (UNKNOWN_REPLY, TAKEN_REPLY):
+        raise click.ClickException(
+            f"no browser is waiting on scene {scene}: it is unknown, expired, or signed in "
+            "by another scanner"
+        )
 
 
 def init_app(app: Flask) -> None:

@@ -2,7 +2,9 @@
 
 Per-app objects live in ``app.extensions``: ``"redis"`` (the text client every part shares),
 ``"wechat_login"`` (the ``LoginService``), ``"wechat_crypto"`` (a ``WeChatCrypto``, or
-None in plaintext mode) and ``"limiter"`` (Flask-Limiter, one per app).
+None in plaintext mode), ``"wechat_signatures"`` (the ``SignatureLedger`` of used callback
+signatures), ``"wechat_forwarder"`` (a ``Forwarder``, or None) and ``"limiter"``
+(Flask-Limiter, one per app).
 """
 
 import logging

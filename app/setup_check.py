@@ -19,6 +19,7 @@ from flask import Flask
 
 from .wechat.delivery import WECHAT_REPLY_SECONDS
 from .wechat.errors import WeChatAPIError, WeChatError, WeChatTransportError
+from .wechat.replay import SignatureLedger
 from .wechat.signature import signed_query
 
 #: Where the account's settings live, for the fixes (the sandbox has them on one page).
@@ -201,7 +202,9 @@ def _callback_url(app: Flask) -> Finding:
         return Finding(
             "callback URL", Verdict.FAILED, f"{url} is not an http(s) URL", "fix PUBLIC_BASE_URL"
         )
-    finding = _verification_answer(url, app.config["WECHAT_TOKEN"])
+    finding = _verification_answer(
+        url, app.config["WECHAT_TOKEN"], app.extensions["wechat_signatures"]
+    )
     standard = {"http": 80, "https": 443}[parts.scheme]
     if finding.verdict is Verdict.OK and (parts.port or standard) != standard:
         return Finding(
@@ -214,13 +217,28 @@ def _callback_url(app: Flask) -> Finding:
     return finding
 
 
-def _verification_answer(url: str, token: str) -> Finding:
-    """Send WeChat's signed verification GET to ``url`` and judge the answer."""
+def _verification_answer(url: str, token: str, ledger: SignatureLedger) -> Finding:
+    """Send WeChat's signed verification GET to ``url`` and judge the answer.
+
+    The query is reserved for a verification first: whoever it reaches (a tunnel, a proxy's
+    log, another server), our callback takes it for that GET only, never for a POST.
+    """
     echostr = str(secrets.randbits(63))
+    query = signed_query(token)
+    try:
+        ledger.reserve_for_verification(query["signature"])
+    except redis.RedisError as exc:
+        return Finding(
+            "callback URL",
+            Verdict.FAILED,
+            f"not tried: Redis does not answer ({type(exc).__name__}), and without it the "
+            "signed verification query would also be good for a POST to the callback",
+            "start Redis, or point REDIS_URL (or REDIS_SENTINELS) at it",
+        )
     try:
         response = requests.get(
             url,
-            params={**signed_query(token), "echostr": echostr},
+            params={**query, "echostr": echostr},
             timeout=WECHAT_REPLY_SECONDS,  # WeChat's own patience
             allow_redirects=False,  # WeChat does not follow redirects
         )

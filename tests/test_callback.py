@@ -246,7 +246,7 @@ def test_non_scan_while_redis_is_down_is_acknowledged(app, client, fixture):
     assert response.data == b"success"
 
 
-# Replays: a signed query is good for one POST, inside a five-minute window.
+# Replays: a signed query is good for one request, GET or POST, inside a five-minute window.
 
 
 def browser(app):
@@ -334,16 +334,28 @@ def test_post_with_a_malformed_timestamp_is_refused(client, redis_client, timest
     assert redis_client.hget(f"login:attempt:{scene}", "status") == "waiting"
 
 
-def test_verification_is_not_affected_by_reuse(client):
+@pytest.mark.parametrize("first", ["GET", "POST"])
+@pytest.mark.parametrize("then", ["GET", "POST"])
+def test_a_signed_query_is_accepted_once_whatever_the_method(client, first, then):
+    # A verification GET's query could be posted with a forged scan, so GET spends it too.
     query = signed_query(echostr="8374561029")
 
-    answers = [client.get("/wechat/callback", query_string=query) for _ in range(2)]
-    posted = post_callback(client, fixture_xml("text"), query)
-    answers.append(client.get("/wechat/callback", query_string=query))
+    answers = [
+        client.open("/wechat/callback", method=method, query_string=query, data=fixture_xml("text"))
+        for method in (first, then)
+    ]
 
-    assert posted.status_code == 200
-    assert [(answer.status_code, answer.data) for answer in answers] == [(200, b"8374561029")] * 3
-    assert post_callback(client, fixture_xml("text"), query).status_code == 403
+    assert [answer.status_code for answer in answers] == [200, 403]
+
+
+@pytest.mark.parametrize("offset", [-301, 301], ids=["301s-old", "301s-ahead"])
+def test_verification_with_a_stale_timestamp_is_refused(client, offset):
+    query = {**query_at(str(round(time.time()) + offset)), "echostr": "8374561029"}
+
+    response = client.get("/wechat/callback", query_string=query)
+
+    assert response.status_code == 403
+    assert b"8374561029" not in response.data
 
 
 # Safe and compatible mode.

@@ -231,7 +231,7 @@ FIELD_NAMES = (
 
 @dataclass(frozen=True)
 class SignedQuery:
-    """Signed with our Token when sent (a signature is good for one POST), plus extra arguments
+    """Signed with our Token when sent (a signature is good for one request), plus extra arguments
     that never replace ``signature``, ``timestamp`` or ``nonce``."""
 
     extra: dict[str, str]

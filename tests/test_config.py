@@ -86,3 +86,27 @@ def test_emulator_mode_mounts_the_emulator(client):
     assert client.get("/_emulator/phone").status_code == 200
     assert "errcode" in client.get("/_emulator/cgi-bin/token").get_json()
     assert b'href="/_emulator/phone"' in client.get("/").data
+
+
+FORWARDING = {"WECHAT_FORWARD_URL": "http://127.0.0.1:8080/wechat"}
+
+
+@pytest.mark.parametrize(
+    "forward_token",
+    ["", REAL_CREDENTIALS["WECHAT_TOKEN"], "ab", "bad-token", "a" * 33],
+    ids=["unset", "the-account-token", "two-chars", "dash", "33-chars"],
+)
+@pytest.mark.parametrize("config_class", [ProductionConfig, TestingConfig])
+def test_forwarding_needs_a_token_of_its_own(production_settings, config_class, forward_token):
+    settings = {**production_settings, **FORWARDING, "WECHAT_FORWARD_TOKEN": forward_token}
+
+    with pytest.raises(RuntimeError, match="WECHAT_FORWARD_TOKEN"):
+        create_app(config_class, settings)
+
+
+def test_forwarding_starts_with_a_token_of_its_own(production_settings):
+    settings = {**production_settings, **FORWARDING, "WECHAT_FORWARD_TOKEN": "upstreamToken1"}
+
+    app = create_app(ProductionConfig, settings)
+
+    assert app.extensions["wechat_forwarder"].url == FORWARDING["WECHAT_FORWARD_URL"]

@@ -1,9 +1,12 @@
 """The WeChat emulator: its API answers as WeChat does, and its phone posts real callbacks."""
 
+import threading
+from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from werkzeug.serving import make_server
 
 from app.emulator import EMULATOR_SETTINGS
 
@@ -180,6 +183,54 @@ def test_phone_scan_signs_the_browser_in(live_server, redis_client, follower, ev
     attempt = redis_client.hgetall(f"login:attempt:{scene}")
     assert attempt["status"] == "confirmed"
     assert attempt["openid"] == scanned["openid"]
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[tuple[list[str], str]]:
+    """A server that is not ours, recording the path of each request it gets: ``(paths,
+    "127.0.0.1:<port>")``."""
+    paths: list[str] = []
+
+    def wsgi_app(environ, start_response):
+        paths.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"success"]
+
+    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield paths, f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("app_overrides", "header"),
+    [({}, "Host"), ({"TRUSTED_PROXIES": 1}, "X-Forwarded-Host")],
+    ids=["host", "forwarded-host-behind-a-proxy"],
+)
+def test_a_crafted_host_does_not_send_the_phone_elsewhere(
+    live_server, redis_client, elsewhere, header
+):
+    # The phone posts signed messages: a request naming another host must not make it post
+    # them there, where they could be replayed against our callback.
+    paths, other_host = elsewhere
+    with requests.Session() as browser:
+        browser.headers["Origin"] = live_server
+        scene = browser.post(f"{live_server}/api/login/qrcode", timeout=5).json()["scene"]
+        qrcodes = browser.get(f"{live_server}/_emulator/api/qrcodes", timeout=5).json()["qrcodes"]
+        [ticket] = [qrcode["ticket"] for qrcode in qrcodes if qrcode["scene_str"] == scene]
+
+        answer = browser.post(
+            f"{live_server}/_emulator/api/scan",
+            json={"ticket": ticket, "follower": "returning"},
+            headers={header: other_host},
+            timeout=10,
+        )
+
+    assert paths == []
+    assert answer.json()["status"] == 200
+    assert redis_client.hget(f"login:attempt:{scene}", "status") == "confirmed"
 
 
 @pytest.mark.parametrize(

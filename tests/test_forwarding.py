@@ -1,5 +1,6 @@
 """Event forwarding (``WECHAT_FORWARD_URL``): what is not a login scan reaches the account's other
-handler, a real HTTP server here, signed afresh, and its reply reaches WeChat within 5 s."""
+handler, a real HTTP server here, signed afresh with the upstream's own Token
+(``WECHAT_FORWARD_TOKEN``), and its reply reaches WeChat within 5 s."""
 
 import threading
 import time
@@ -27,6 +28,9 @@ from tests.test_callback import (
     start_attempt,
 )
 
+#: The upstream's own Token (WECHAT_FORWARD_TOKEN): never the account's, so that nothing it
+#: receives opens our callback.
+UPSTREAM_TOKEN = "upstreamToken2026"
 #: What the upstream bot says to every message.
 BOT_SAYS = "欢迎关注！回复「菜单」查看服务。"
 
@@ -52,7 +56,7 @@ class Upstream:
         request = Request(environ)
         args, body = dict(request.args), request.get_data()
         self.received.append((args, body))
-        if not check_signature(TOKEN, args["signature"], args["timestamp"], args["nonce"]):
+        if not check_signature(UPSTREAM_TOKEN, args["signature"], args["timestamp"], args["nonce"]):
             return Response("bad signature", 403)(environ, start_response)
         message = body
         if args.get("encrypt_type") == "aes":
@@ -95,7 +99,17 @@ def extra_settings() -> dict:
 
 @pytest.fixture
 def app_overrides(upstream, extra_settings) -> dict:
-    return {"WECHAT_FORWARD_URL": upstream[1], "LOGIN_RATE_LIMIT": "off", **extra_settings}
+    return {
+        "WECHAT_FORWARD_URL": upstream[1],
+        "WECHAT_FORWARD_TOKEN": UPSTREAM_TOKEN,
+        "LOGIN_RATE_LIMIT": "off",
+        **extra_settings,
+    }
+
+
+def upstream_crypto(app) -> WeChatCrypto:
+    """The upstream's crypto in safe mode: the account's EncodingAESKey and AppID, its own Token."""
+    return WeChatCrypto(UPSTREAM_TOKEN, KEY, app.config["WECHAT_APP_ID"])
 
 
 def test_text_message_is_forwarded_signed_afresh_and_its_reply_relayed(client, upstream):
@@ -109,7 +123,8 @@ def test_text_message_is_forwarded_signed_afresh_and_its_reply_relayed(client, u
     [(args, received)] = handler.received
     assert received == body
     assert args["openid"] == SCANNER
-    assert check_signature(TOKEN, args["signature"], args["timestamp"], args["nonce"])
+    assert check_signature(UPSTREAM_TOKEN, args["signature"], args["timestamp"], args["nonce"])
+    assert not check_signature(TOKEN, args["signature"], args["timestamp"], args["nonce"])
     assert abs(int(args["timestamp"]) - time.time()) < 60
     assert "encrypt_type" not in args and "msg_signature" not in args
 
@@ -245,19 +260,48 @@ def test_safe_mode_forwards_the_encrypted_envelope_and_relays_the_encrypted_repl
     app, client, upstream
 ):
     handler, _ = upstream
+    handler.crypto = upstream_crypto(app)
     crypto = crypto_for(app)
-    handler.crypto = crypto
     message = fixture_xml("text", openid=SCANNER)
     encrypt = crypto.encrypt(message)
     body = envelope(encrypt)
 
     response = post_callback(client, body, encrypted_query(encrypt))
 
+    # The upstream signs its reply with its own Token; WeChat checks it with the account's.
     assert decrypted_reply(response, crypto)["Content"] == BOT_SAYS
     [(args, received)] = handler.received
     assert received == body  # still encrypted: the upstream decrypts it with the same key
     assert args["encrypt_type"] == "aes"
-    assert args["msg_signature"] == sign(TOKEN, args["timestamp"], args["nonce"], encrypt)
+    assert args["msg_signature"] == sign(UPSTREAM_TOKEN, args["timestamp"], args["nonce"], encrypt)
+
+
+@pytest.mark.parametrize(
+    "extra_settings", [{}, {"WECHAT_ENCODING_AES_KEY": KEY}], ids=["plaintext", "safe"]
+)
+def test_nothing_the_upstream_receives_opens_our_callback(app, client, redis_client, upstream):
+    # The upstream, its logs or anyone it leaks to holds the forwarded queries: posted back to
+    # us with a scan of a live login, they must sign nobody in.
+    handler, _ = upstream
+    handler.crypto = upstream_crypto(app)
+    message = fixture_xml("text", openid=SCANNER)
+    if app.extensions["wechat_crypto"] is None:
+        post_callback(client, message)
+    else:
+        encrypt = crypto_for(app).encrypt(message)
+        post_callback(client, envelope(encrypt), encrypted_query(encrypt))
+    [(args, received)] = handler.received
+    scene = start_attempt(client)
+    scan = fixture_xml("scan", openid=SCANNER, scene=scene)
+
+    replays = [
+        post_callback(client, received, args),
+        post_callback(client, scan, {k: v for k, v in args.items() if k != "encrypt_type"}),
+        client.get("/wechat/callback", query_string={**args, "echostr": "4815162342"}),
+    ]
+
+    assert [replay.status_code for replay in replays] == [403, 403, 403]
+    assert redis_client.hget(f"login:attempt:{scene}", "status") == "waiting"
 
 
 @pytest.mark.parametrize("extra_settings", [{"WECHAT_FORWARD_URL": ""}], ids=["off"])

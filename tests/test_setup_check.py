@@ -9,8 +9,9 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app import create_app
-from app.login.service import UNKNOWN_REPLY
+from app.login.service import TAKEN_REPLY, UNKNOWN_REPLY
 from config import TestingConfig
+from tests.conftest import fixture_xml
 from tests.test_callback import KEY
 
 #: Settings of every app here: QR codes are created freely.
@@ -226,6 +227,56 @@ def test_a_callback_on_another_token_is_refused_by_our_own_app(app, redis_url, s
     assert "another Token" in line(result.output, "callback URL")
 
 
+def echoing(received: list[dict[str, str]]):
+    """A WSGI app that answers WeChat's verification and records each query it was sent."""
+
+    def make_response(request: Request) -> Response:
+        received.append(dict(request.args))
+        return Response(request.args.get("echostr", ""), mimetype="text/plain")
+
+    return answering(make_response)
+
+
+def test_the_verification_query_of_the_check_opens_no_post(app, client, redis_client, serve):
+    # The query went to whoever stands at PUBLIC_BASE_URL (a tunnel, a proxy logging it), not
+    # to our callback: posted there with a scan, it must sign nobody in.
+    received = []
+    app.config["PUBLIC_BASE_URL"] = serve(echoing(received))
+    scene = start_attempt(client)
+
+    assert run(app, "check").exit_code == 0
+    [query] = received
+    posted = client.post(
+        "/wechat/callback",
+        query_string=query,
+        data=fixture_xml("scan", openid="oScanner0000000000000000001", scene=scene),
+        content_type="text/xml",
+    )
+
+    assert posted.status_code == 403
+    assert redis_client.hget(f"login:attempt:{scene}", "status") == "waiting"
+    # What it was made for, the verification, it still passes, once.
+    verifications = [client.get("/wechat/callback", query_string=query) for _ in range(2)]
+    assert [answer.status_code for answer in verifications] == [200, 403]
+    assert verifications[0].data == query["echostr"].encode()
+
+
+def test_without_redis_the_verification_query_is_not_sent(serve):
+    received = []
+    result = check_with(
+        {
+            **SETTINGS,
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "PUBLIC_BASE_URL": serve(echoing(received)),
+        }
+    )
+
+    assert result.exit_code == 1
+    callback = line(result.output, "callback URL")
+    assert callback.startswith("[FAIL]") and "Redis" in callback
+    assert received == []
+
+
 def test_an_unreachable_callback_url_fails(app):
     app.config["PUBLIC_BASE_URL"] = "http://127.0.0.1:1"
 
@@ -291,13 +342,24 @@ def test_simulated_scan_is_encrypted_in_safe_mode(app, client, live_server):
     assert app.extensions["wechat_login"].store.get_attempt(scene).status.value == "confirmed"
 
 
-def test_simulated_scan_of_an_unknown_scene_shows_the_polite_reply(app, live_server):
+def test_simulated_scan_of_an_unknown_scene_shows_the_polite_reply_and_fails(app, live_server):
     result = run(
         app, "simulate-scan", "1700000000000-000000000000000000000000", "--url", live_server
     )
 
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert UNKNOWN_REPLY in result.output
+    assert "no browser is waiting on scene 1700000000000-" in result.output
+
+
+def test_simulated_scan_of_a_scene_taken_by_another_scanner_fails(app, client, live_server):
+    scene = start_attempt(client)
+    assert run(app, "simulate-scan", scene, "--url", live_server).exit_code == 0
+
+    result = run(app, "simulate-scan", scene, "--url", live_server, "--openid", "oSomeoneElse")
+
+    assert result.exit_code == 1
+    assert TAKEN_REPLY in result.output
 
 
 def test_simulated_scan_to_a_server_that_refuses_exits_non_zero(app, redis_url, serve):
@@ -309,6 +371,7 @@ def test_simulated_scan_to_a_server_that_refuses_exits_non_zero(app, redis_url, 
     other.extensions["wechat_login"].hub.close()
     assert result.exit_code == 1
     assert "HTTP 403" in result.output
+    assert "WECHAT_TOKEN differs from the server's" in result.output
 
 
 def test_simulated_scan_to_nothing_says_so(app):

@@ -504,15 +504,6 @@ def test_forget_signin_leaves_nothing(store, attempt, redis_client):
     assert redis_client.keys("login:signin*") == []
 
 
-def test_claim_signature_once_per_window(store, redis_client):
-    signature = "74d92dfeb87ba7c714f89d98870ae5eb62dff26d"
-
-    assert store.claim_signature(signature, 300) is True
-    assert store.claim_signature(signature, 300) is False
-    assert store.claim_signature("0" * 40, 300) is True
-    assert redis_client.ttl(f"wechat:signature:{signature}") == pytest.approx(300, abs=1)
-
-
 def test_devices(users):
     assert users.knows_device("oScanner", BROWSER) is False
 

@@ -132,7 +132,8 @@ def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dic
         not be reached.
 
     Raises:
-        APIError: an encrypted mode was asked for but no EncodingAESKey is configured.
+        APIError: an encrypted mode was asked for but no EncodingAESKey is configured, or our
+            callback's address is unknown (``_callback_url``).
     """
     crypto: WeChatCrypto | None = current_app.extensions["wechat_crypto"]
     mode = mode or (current_app.config["WECHAT_ENCRYPT_MODE"] if crypto else "plaintext")
@@ -148,7 +149,7 @@ def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dic
     }
     try:
         answer = push(
-            url_for("callback.receive", _external=True),
+            _callback_url(),
             message,
             current_app.config["WECHAT_TOKEN"],
             crypto,
@@ -157,6 +158,32 @@ def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dic
     except requests.RequestException as exc:
         return {"status": 0, "reply": f"（回调无法访问：{type(exc).__name__}）", "mode": mode}
     return {"status": answer.status_code, "reply": _reply_text(answer, crypto), "mode": mode}
+
+
+def _callback_url() -> str:
+    """Our own callback, where the phone posts: under ``PUBLIC_BASE_URL`` when it is set, else
+    at the address this request came in on. Never at a host the request names (``Host``,
+    ``X-Forwarded-Host``): a crafted one would collect signed queries to replay against us.
+
+    Raises:
+        APIError: no ``PUBLIC_BASE_URL``, and the server does not expose the connection, or it
+            is not a TCP one (a unix socket).
+    """
+    path = url_for("callback.receive")
+    base = current_app.config["PUBLIC_BASE_URL"]
+    if base:
+        return base + path
+    environ = request.environ
+    # The accepted connection, as werkzeug's development server and gunicorn expose it: its
+    # local address is the one we listen on, whatever the headers say.
+    connection = environ.get("werkzeug.socket") or environ.get("gunicorn.socket")
+    address = connection.getsockname() if connection is not None else None
+    if not isinstance(address, tuple):
+        raise APIError(503, "no_callback_url", "无法确定本服务的回调地址，请设置 PUBLIC_BASE_URL。")
+    host, port = address[:2]
+    # The scheme the server itself served, before ProxyFix applied X-Forwarded-Proto.
+    scheme = environ.get("werkzeug.proxy_fix.orig", environ)["wsgi.url_scheme"]
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}{path}"
 
 
 def _reply_text(answer: requests.Response, crypto: WeChatCrypto | None) -> str | None:

@@ -540,15 +540,6 @@ class LoginStore:
             pipe.delete(f"login:signin:{scene}")
             pipe.execute()
 
-    def claim_signature(self, signature: str, window_seconds: int) -> bool:
-        """Record a callback's ``signature`` as used; False if it was seen inside the window.
-
-        A signature covers (Token, timestamp, nonce): a second use is a replay.
-        """
-        return bool(
-            self._redis.set(f"wechat:signature:{signature}", "1", nx=True, ex=window_seconds)
-        )
-
     def claim_callback(self, dedupe_key: str) -> str | None:
         """Claim a callback for processing, or learn the reply already given to it.
 

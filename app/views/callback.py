@@ -14,16 +14,21 @@ from flask import Blueprint, Response, abort, current_app, request
 from ..extensions import login_service
 from ..metrics import SIGNATURE_FAILURES
 from ..wechat.crypto import WeChatCrypto
-from ..wechat.errors import DecryptionError, InvalidSignatureError, MalformedMessageError
+from ..wechat.errors import (
+    DecryptionError,
+    InvalidSignatureError,
+    MalformedMessageError,
+    StaleSignatureError,
+)
 from ..wechat.forwarding import Forwarder
 from ..wechat.messages import (
     MAX_MESSAGE_BYTES,
     Message,
-    is_timestamp,
     parse_fields,
     parse_message,
     text_reply,
 )
+from ..wechat.replay import SignatureLedger
 from ..wechat.signature import check_signature
 
 log = logging.getLogger(__name__)
@@ -39,34 +44,26 @@ STORAGE_RETRY_SECONDS = 2.0
 
 @bp.before_request
 def require_signature() -> None:
-    """Answer 403 unless ``signature`` matches our Token (checked in constant time), and, for
-    a POST, unless it is fresh and seen for the first time (a captured callback is no key)."""
+    """Answer 403 unless ``signature`` matches our Token (checked in constant time), its
+    ``timestamp`` is fresh, and it is used for the first time, GET or POST alike: in plaintext
+    mode the signature does not cover the body, so a captured query must open nothing."""
     args = request.args
     signature, timestamp = args.get("signature", ""), args.get("timestamp", "")
     if not check_signature(
         current_app.config["WECHAT_TOKEN"], signature, timestamp, args.get("nonce", "")
     ):
         _refuse("bad signature")
-    if request.method == "POST":
-        _refuse_replay(signature, timestamp)
-
-
-def _refuse_replay(signature: str, timestamp: str) -> None:
-    # In plaintext mode the signature does not cover the body: without this, one captured
-    # query would let anyone post any scan, e.g. of their own QR code in someone's name.
-    max_age = current_app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
-    if not is_timestamp(timestamp):
-        _refuse("invalid timestamp")
-    if abs(time.time() - int(timestamp)) > max_age:
-        _refuse("stale timestamp")
+    ledger: SignatureLedger = current_app.extensions["wechat_signatures"]
     try:
-        first_use = login_service().store.claim_signature(signature, 2 * max_age)
+        ledger.spend(signature, timestamp, verification=request.method == "GET")
+    except StaleSignatureError as exc:
+        _refuse(str(exc))
     except redis.RedisError as exc:
-        # Nothing can change without Redis either: answer the message, don't lose it here.
+        # Let it through rather than lose WeChat's message: without Redis no login can be
+        # confirmed either (a scan is answered 503 and retried by WeChat), and a verification
+        # GET only echoes. What a replay could still reach is a message acknowledged or
+        # forwarded as it came.
         log.error("replay check skipped, Redis unavailable: %s", exc)
-        return
-    if not first_use:
-        _refuse("replayed signature")
 
 
 def _refuse(reason: str) -> NoReturn:

@@ -7,6 +7,7 @@ The tree::
     │   └── InvalidCredentialError  40001 / 40014 / 42001: the access_token is stale
     ├── WeChatTransportError        timeout, connection failure, non-JSON or non-2xx answer
     ├── InvalidSignatureError       a callback whose signature does not match our Token
+    │   └── StaleSignatureError     it matches, but is not fresh or was used already
     ├── MalformedMessageError       a callback body that is not a well-formed WeChat message
     └── DecryptionError             an encrypted message no key of ours decrypts to our AppID
 """
@@ -45,6 +46,11 @@ class WeChatTransportError(WeChatError):
 
 class InvalidSignatureError(WeChatError):
     """A callback's ``signature`` does not match ``sha1(sorted([token, timestamp, nonce]))``."""
+
+
+class StaleSignatureError(InvalidSignatureError):
+    """A callback's ``signature`` matches, but its query is no longer good: the ``timestamp``
+    is malformed or too far from now, or the signature was used already (a replay)."""
 
 
 class MalformedMessageError(WeChatError):

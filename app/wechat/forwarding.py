@@ -3,9 +3,12 @@ handler (a bot, a CMS) and relay its passive reply.
 
 An official account has one callback URL. Put in front of an account that already has a handler,
 the login takes its scans and hands everything else on: the original body (still encrypted in
-safe and compatible mode), signed afresh with the same Token as WeChat would sign it, so the
-upstream needs no change. WeChat waits 5 s for a reply, so an upstream that is slow, down, or
-answers something that is not a reply is acknowledged with ``success`` instead.
+safe and compatible mode), signed afresh as WeChat signs it but with the upstream's own Token
+(``WECHAT_FORWARD_TOKEN``). WeChat's signature does not cover the body: signed with the
+account's Token, any query the upstream received, logged or leaked would open our callback.
+An encrypted reply is passed back with its ``MsgSignature`` made again with the account's
+Token, the one WeChat checks it with. WeChat waits 5 s for a reply, so an upstream that is
+slow, down, or answers something that is not a reply is acknowledged with ``success`` instead.
 
 Doc followed (the callback the upstream expects):
 https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Access_Overview.html
@@ -21,8 +24,8 @@ import requests
 
 from ..metrics import FORWARDED
 from .errors import MalformedMessageError
-from .messages import parse_fields
-from .signature import signed_query
+from .messages import is_timestamp, parse_fields, to_xml
+from .signature import sign, signed_query
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,10 @@ class Forwarder:
 
     Args:
         url: the upstream's callback URL (``WECHAT_FORWARD_URL``).
-        token: the account's Token, shared with the upstream.
+        forward_token: the upstream's own Token (``WECHAT_FORWARD_TOKEN``): what it receives
+            is signed with it.
+        token: the account's Token (``WECHAT_TOKEN``): an encrypted reply relayed to WeChat is
+            signed with it.
         session: the HTTP session to post with.
         timeout: the most the whole exchange may take, in seconds; keep it under WeChat's 5 s
             less our own work.
@@ -50,6 +56,7 @@ class Forwarder:
     def __init__(
         self,
         url: str,
+        forward_token: str,
         token: str,
         *,
         session: requests.Session | None = None,
@@ -58,6 +65,7 @@ class Forwarder:
         executor: Executor | None = None,
     ) -> None:
         self.url = url
+        self._forward_token = forward_token
         self._token = token
         self._session = session or requests.Session()
         self._timeout = timeout
@@ -89,9 +97,23 @@ class Forwarder:
     def _signed_query(self, body: bytes, args: Mapping[str, str]) -> dict[str, str]:
         # The envelope was checked and decrypted before we got here: it parses.
         encrypt = parse_fields(body).get("Encrypt") if args.get("encrypt_type") == "aes" else None
-        query = signed_query(self._token, encrypt, now=self._clock())
+        query = signed_query(self._forward_token, encrypt, now=self._clock())
         query.update((name, args[name]) for name in PASSED_ARGS if name in args)
         return query
+
+    def _signed_for_wechat(self, envelope: dict[str, str]) -> bytes:
+        """The upstream's encrypted reply envelope, its ``MsgSignature`` made with the
+        account's Token over the same ``Encrypt``, ``TimeStamp`` and ``Nonce``."""
+        timestamp, nonce = envelope.get("TimeStamp", ""), envelope.get("Nonce", "")
+        encrypt = envelope["Encrypt"]
+        return to_xml(
+            {
+                "Encrypt": encrypt,
+                "MsgSignature": sign(self._token, timestamp, nonce, encrypt),
+                "TimeStamp": int(timestamp) if is_timestamp(timestamp) else timestamp,
+                "Nonce": nonce,
+            }
+        )
 
     def _post(self, body: bytes, query: dict[str, str], deadline: float) -> bytes | None:
         left = deadline - time.monotonic()
@@ -121,12 +143,12 @@ class Forwarder:
             return None
         if status == 200 and len(reply) <= MAX_REPLY_BYTES:
             try:
-                parse_fields(stripped)
+                fields = parse_fields(stripped)
             except MalformedMessageError:
                 pass
             else:
                 FORWARDED.labels("relayed").inc()
-                return stripped
+                return self._signed_for_wechat(fields) if "Encrypt" in fields else stripped
         # Relaying an error page would make WeChat tell the user "该公众号暂时无法提供服务".
         FORWARDED.labels("failed").inc()
         log.warning("forwarding answered HTTP %s with no usable reply; acknowledged", status)

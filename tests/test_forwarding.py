@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -309,4 +310,16 @@ def test_without_forwarding_a_1_with_nothing_pending_is_answered_politely(client
     response = post_callback(client, text_message("1", 4))
 
     assert reply_fields(response)["Content"] == NOTHING_PENDING_REPLY
+    assert upstream[0].received == []
+
+
+@pytest.mark.parametrize("extra_settings", [{"REDIS_URL": "redis://127.0.0.1:1/0"}])
+def test_nothing_is_forwarded_while_replays_cannot_be_told_apart(app, client, upstream):
+    with pytest.raises(redis.ConnectionError):
+        app.extensions["redis"].ping()
+
+    response = post_callback(client, fixture_xml("text", openid=SCANNER))
+
+    # WeChat delivers it again later; a captured query replayed now reaches nobody.
+    assert response.status_code == 503
     assert upstream[0].received == []

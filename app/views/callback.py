@@ -9,7 +9,7 @@ import time
 from typing import NoReturn
 
 import redis
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, g, request
 
 from ..extensions import login_service
 from ..metrics import SIGNATURE_FAILURES
@@ -60,9 +60,11 @@ def require_signature() -> None:
         _refuse(str(exc))
     except redis.RedisError as exc:
         # Let it through rather than lose WeChat's message: without Redis no login can be
-        # confirmed either (a scan is answered 503 and retried by WeChat), and a verification
-        # GET only echoes. What a replay could still reach is a message acknowledged or
-        # forwarded as it came.
+        # confirmed either (a scan is answered 503 and retried by WeChat), a verification GET
+        # only echoes, and a message for no one is acknowledged. Only forwarding would act on
+        # an unchecked query, so ``_pass_on`` refuses to (a replay would reach the upstream
+        # signed afresh by us).
+        g.replay_unchecked = True
         log.error("replay check skipped, Redis unavailable: %s", exc)
 
 
@@ -133,6 +135,10 @@ def _pass_on(body: bytes) -> Response:
     """Hand a message that is not about logging in to ``WECHAT_FORWARD_URL`` and relay its
     reply, or acknowledge it with ``success`` when there is none."""
     forwarder: Forwarder | None = current_app.extensions["wechat_forwarder"]
+    if forwarder and g.get("replay_unchecked"):
+        # Not acknowledged: WeChat delivers it again, to be forwarded once Redis can tell a
+        # replay from a first delivery.
+        abort(503, "storage unavailable")
     reply = forwarder.forward(body, request.args) if forwarder else None
     if reply is None:
         return Response("success", mimetype="text/plain")

@@ -73,6 +73,10 @@ class Config:
 
     #: ``redis://`` URL shared by every worker. Unset: an in-process stand-in (one process only).
     REDIS_URL = os.environ.get("REDIS_URL", "")
+    #: Put before every Redis key and the pub/sub channel. Unset: ``wxlogin:<db>:``, after the
+    #: database in use (pub/sub ignores database numbers, so deployments on one Redis server
+    #: must not share a channel). Give each deployment in one database a prefix of its own.
+    REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX")
     #: Redis Sentinel addresses, ``host:port,host:port``: when set, Redis is found through them
     #: (and followed across failovers) instead of at ``REDIS_URL``.
     REDIS_SENTINELS = [
@@ -160,6 +164,8 @@ class TestingConfig(Config):
     WECHAT_FORWARD_URL = ""
     WECHAT_FORWARD_TOKEN = ""
     REDIS_URL = ""
+    #: Tests read keys by their bare names; tests/test_prefix.py checks the default.
+    REDIS_KEY_PREFIX = ""
 
 
 class ProductionConfig(Config):

@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import CONFIGS, Config
 
 from . import cli, emulator
-from .extensions import client_ip, init_redis, limiter_storage_uri, sock
+from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, sock
 from .login.hub import LoginHub
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
@@ -67,6 +67,7 @@ def create_app(
     _check_forward_token(app)  # after the emulator's default Token, which it must not equal
 
     redis_client, raw_redis = init_redis(app)
+    prefix = app.config["REDIS_KEY_PREFIX"] = key_prefix(app)
     session = requests.Session()
     if emulated:
         session.mount(app.config["WECHAT_API_BASE"], emulator.EmulatorTransport(app))
@@ -81,12 +82,12 @@ def create_app(
     )
     app.extensions["wechat_crypto"] = _crypto(app)
     app.extensions["wechat_signatures"] = SignatureLedger(
-        redis_client, app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"]
+        redis_client, app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"], prefix=prefix
     )
     app.session_interface = SessionInterface(
         app,
         client=raw_redis,
-        key_prefix="session:",
+        key_prefix=f"{prefix}session:",
         permanent=True,
         sid_length=32,
     )
@@ -95,15 +96,18 @@ def create_app(
         redis_client,
         code_ttl=app.config["LOGIN_CODE_TTL_SECONDS"],
         recent_ttl=int(app.permanent_session_lifetime.total_seconds()),
+        prefix=prefix,
     )
     app.extensions["wechat_login"] = LoginService(
         wechat=wechat,
         store=store,
-        users=UserStore(redis_client),
+        users=UserStore(redis_client, prefix=prefix),
         hub=LoginHub(
             redis_client,
             statuses=store.statuses,
             sweep_seconds=app.config["LOGIN_RECHECK_SECONDS"],
+            # Pub/sub ignores the database number: the channel is named after the deployment.
+            channel=f"{prefix}login:attempts",
         ),
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
@@ -137,7 +141,7 @@ def create_app(
         client_ip,
         app=app,
         storage_uri=limiter_storage_uri(app),
-        key_prefix="ratelimit",
+        key_prefix=f"{prefix}ratelimit",
         headers_enabled=True,
         enabled=rate != "off",
     )

@@ -72,6 +72,26 @@ def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:
     return text, raw
 
 
+def key_prefix(app: Flask) -> str:
+    """What every Redis key and the pub/sub channel of this deployment begin with.
+
+    ``REDIS_KEY_PREFIX`` when set (even empty); else ``wxlogin:<db>:``, after the database in
+    use. Keys in different databases never meet, but pub/sub channels ignore the database:
+    without the prefix, staging in database 1 and production in database 0 of one server
+    would wake each other's sockets. Two deployments in one database need prefixes of
+    their own.
+    """
+    if app.config["REDIS_KEY_PREFIX"] is not None:
+        return app.config["REDIS_KEY_PREFIX"]
+    if app.config["REDIS_SENTINELS"]:
+        db = app.config["REDIS_SENTINEL_DB"]
+    elif app.config["REDIS_URL"]:
+        db = redis.connection.parse_url(app.config["REDIS_URL"]).get("db", 0)
+    else:
+        db = 0
+    return f"wxlogin:{db}:"
+
+
 def limiter_storage_uri(app: Flask) -> str:
     """Where Flask-Limiter keeps its counters: the same Redis as everything else."""
     sentinels = app.config["REDIS_SENTINELS"]

@@ -153,7 +153,8 @@ def confirmed_code(client, redis_client, openid: str = SCANNER) -> str:
     scene = client.post("/api/login/qrcode").get_json()["scene"]
     if "回复 1" in scan(client, scene, openid):
         assert "登录成功" in say(client, "1", openid)
-    return redis_client.hget(f"login:attempt:{scene}", "code")
+    prefix = client.application.config["REDIS_KEY_PREFIX"]
+    return redis_client.hget(f"{prefix}login:attempt:{scene}", "code")
 
 
 def sign_in(client, redis_client, openid: str = SCANNER) -> str:

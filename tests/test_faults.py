@@ -39,8 +39,9 @@ from app.login.hub import LoginHub
 from app.wechat.messages import parse_fields
 from tests.conftest import RedisServer, ServerProcesses, fixture_xml, signed_query
 
-#: Every server: no rate limit on QR codes, since all the browsers here share one IP.
-SETTINGS = {"LOGIN_RATE_LIMIT": "off"}
+#: Every server: no rate limit on QR codes, since all the browsers here share one IP; keys
+#: and the hub's channel under a prefix of the tests' own.
+SETTINGS = {"LOGIN_RATE_LIMIT": "off", "REDIS_KEY_PREFIX": "faults:"}
 #: The sweep once a minute: only the push, and the read after registering, deliver in time.
 PUSH_ONLY = {**SETTINGS, "LOGIN_RECHECK_SECONDS": "60"}
 
@@ -50,7 +51,7 @@ PATIENCE_SECONDS = 10
 SIGNED_IN = "登录成功"
 
 #: The hub's pub/sub channel.
-CHANNEL = "login:attempts"
+CHANNEL = "faults:login:attempts"
 
 
 class Browser:
@@ -324,7 +325,7 @@ def test_publish_before_a_workers_first_subscription_wakes_its_waiters(own_redis
     pool = redis.BlockingConnectionPool.from_url(
         own_redis.url, max_connections=1, timeout=PATIENCE_SECONDS, decode_responses=True
     )
-    hub = LoginHub(redis.Redis(connection_pool=pool))
+    hub = LoginHub(redis.Redis(connection_pool=pool), channel=CHANNEL)
     held = pool.get_connection()
     try:
         with hub.waiting("scene-1") as wakeups:

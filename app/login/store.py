@@ -1,6 +1,6 @@
 """Login state in Redis: attempts keyed by scene, one-time codes, and callback dedupe.
 
-Redis holds the truth; the hub only wakes waiters. Keys:
+Redis holds the truth; the hub only wakes waiters. Keys (each after ``REDIS_KEY_PREFIX``):
 
 - ``login:attempt:<scene>``: hash ``{browser_hash, created_at, expires_at, status, openid,
   code}``; TTL the QR's life, then the code's life once confirmed.
@@ -172,6 +172,8 @@ class LoginStore:
         code_ttl: life of a one-time code, in seconds.
         recent_ttl: how long a login can be ended by the scanner's "0", in seconds.
         clock: returns the time in epoch seconds (tests inject their own).
+        prefix: put before every key (``REDIS_KEY_PREFIX``), so deployments sharing a Redis
+            database never meet.
     """
 
     def __init__(
@@ -181,15 +183,19 @@ class LoginStore:
         code_ttl: int = 60,
         recent_ttl: int = 7 * 86400,
         clock: Callable[[], float] = time.time,
+        prefix: str = "",
     ) -> None:
         self._redis = redis_client
+        self._prefix = prefix
         self._code_ttl = code_ttl
         self._recent_ttl = recent_ttl
         self._clock = clock
 
-    @staticmethod
-    def _attempt_key(scene: str) -> str:
-        return f"login:attempt:{scene}"
+    def _key(self, name: str) -> str:
+        return self._prefix + name
+
+    def _attempt_key(self, scene: str) -> str:
+        return self._key(f"login:attempt:{scene}")
 
     def create_attempt(
         self,
@@ -279,10 +285,9 @@ class LoginStore:
             return None
         return attempt if attempt.owned_by(browser_hash) else None
 
-    @staticmethod
-    def _live_key(browser_hash: str, context: AttemptContext) -> str:
+    def _live_key(self, browser_hash: str, context: AttemptContext) -> str:
         where = hashlib.sha256(f"{context.browser}\n{context.ip}".encode()).hexdigest()[:16]
-        return f"login:browser:{browser_hash}:{where}"
+        return self._key(f"login:browser:{browser_hash}:{where}")
 
     def _attempt_from(self, scene: str, data: dict[str, str]) -> Attempt | None:
         if not data:
@@ -343,8 +348,8 @@ class LoginStore:
                 },
             )
             pipe.expire(key, self._code_ttl)
-            pipe.set(f"login:code:{confirmed.code}", scene, ex=self._code_ttl)
-            pipe.delete(f"login:pending:{openid}")
+            pipe.set(self._key(f"login:code:{confirmed.code}"), scene, ex=self._code_ttl)
+            pipe.delete(self._key(f"login:pending:{openid}"))
             self._record_signin(pipe, scene, openid, attempt.browser_hash, confirmed.confirmed_at)
             return ConfirmOutcome.CONFIRMED, confirmed
 
@@ -370,7 +375,7 @@ class LoginStore:
                 mapping={"status": Status.SCANNED.value, "openid": openid},
             )
             # One pending confirmation per openid: their next "1" or "0" answers this one.
-            pipe.set(f"login:pending:{openid}", scene, ex=left)
+            pipe.set(self._key(f"login:pending:{openid}"), scene, ex=left)
             scanned = replace(attempt, status=Status.SCANNED, openid=openid)
             return ConfirmOutcome.AWAITING_CONFIRMATION, scanned
 
@@ -391,7 +396,7 @@ class LoginStore:
                 return ConfirmOutcome.UNKNOWN, attempt
             pipe.multi()
             pipe.hset(self._attempt_key(scene), "status", Status.CANCELLED.value)
-            pipe.delete(f"login:pending:{openid}")
+            pipe.delete(self._key(f"login:pending:{openid}"))
             return ConfirmOutcome.CANCELLED, replace(attempt, status=Status.CANCELLED)
 
         return self._transition(scene, openid, decide)
@@ -423,13 +428,16 @@ class LoginStore:
 
     def pending_scene(self, openid: str) -> str | None:
         """The scene whose confirmation ``openid`` was asked for, if still open."""
-        return self._redis.get(f"login:pending:{openid}")
+        return self._redis.get(self._key(f"login:pending:{openid}"))
 
     def _record_signin(
         self, pipe: redis.client.Pipeline, scene: str, openid: str, browser_hash: str, now: float
     ) -> None:
         """Queue the record of a confirmed login, so that "0" can find and end it."""
-        signin, signins = f"login:signin:{scene}", f"login:signins:{openid}"
+        signin, signins = (
+            self._key(f"login:signin:{scene}"),
+            self._key(f"login:signins:{openid}"),
+        )
         pipe.hset(signin, mapping={"openid": openid, "browser_hash": browser_hash})
         pipe.expire(signin, self._recent_ttl)
         pipe.zadd(signins, {scene: now})
@@ -452,7 +460,7 @@ class LoginStore:
             RedeemError: the code is unknown, expired, used, revoked or void, or belongs to
                 another browser (counted).
         """
-        code_key = f"login:code:{code}"
+        code_key = self._key(f"login:code:{code}")
         scene = self._redis.get(code_key)
         attempt = self.get_attempt(scene) if scene else None
         if attempt is None or attempt.code != code or not attempt.openid:
@@ -477,8 +485,10 @@ class LoginStore:
         elif count >= MAX_FOREIGN_REDEEMS:
             # Void: nobody signs in with this code; its owner's redeem fails and says scan again.
             with self._redis.pipeline() as pipe:
-                pipe.delete(f"login:code:{code}", key, f"login:signin:{scene}")
-                pipe.zrem(f"login:signins:{openid}", scene)
+                pipe.delete(
+                    self._key(f"login:code:{code}"), key, self._key(f"login:signin:{scene}")
+                )
+                pipe.zrem(self._key(f"login:signins:{openid}"), scene)
                 pipe.execute()
 
     def bind_session(self, scene: str, openid: str, session_id: str) -> bool:
@@ -491,11 +501,11 @@ class LoginStore:
         Returns:
             True if the login stands; False if it was ended (do not hand out the session).
         """
-        signin = f"login:signin:{scene}"
+        signin = self._key(f"login:signin:{scene}")
         with self._redis.pipeline() as pipe:
             pipe.hset(signin, "session", session_id)
             pipe.expire(signin, self._recent_ttl)
-            pipe.zscore(f"login:signins:{openid}", scene)
+            pipe.zscore(self._key(f"login:signins:{openid}"), scene)
             standing = pipe.execute()[-1] is not None
         if not standing:
             self._redis.delete(signin)
@@ -509,7 +519,7 @@ class LoginStore:
         Returns:
             The logins ended, newest first (empty if there were none).
         """
-        signins = f"login:signins:{openid}"
+        signins = self._key(f"login:signins:{openid}")
         with self._redis.pipeline() as pipe:
             pipe.zrevrangebyscore(signins, "+inf", self._clock() - self._recent_ttl)
             pipe.delete(signins)
@@ -518,15 +528,15 @@ class LoginStore:
             return []
         with self._redis.pipeline(transaction=False) as pipe:
             for scene in scenes:
-                pipe.hgetall(f"login:signin:{scene}")
+                pipe.hgetall(self._key(f"login:signin:{scene}"))
                 pipe.hget(self._attempt_key(scene), "code")
             read = pipe.execute()
         ended = []
         with self._redis.pipeline(transaction=False) as pipe:
             for scene, record, code in zip(scenes, read[::2], read[1::2], strict=True):
                 if code:
-                    pipe.delete(f"login:code:{code}")
-                pipe.delete(self._attempt_key(scene), f"login:signin:{scene}")
+                    pipe.delete(self._key(f"login:code:{code}"))
+                pipe.delete(self._attempt_key(scene), self._key(f"login:signin:{scene}"))
                 ended.append(
                     SignIn(scene, record.get("browser_hash", ""), record.get("session") or None)
                 )
@@ -536,8 +546,8 @@ class LoginStore:
     def forget_signin(self, openid: str, scene: str) -> None:
         """Drop the record of a login whose session was ended by signing out."""
         with self._redis.pipeline() as pipe:
-            pipe.zrem(f"login:signins:{openid}", scene)
-            pipe.delete(f"login:signin:{scene}")
+            pipe.zrem(self._key(f"login:signins:{openid}"), scene)
+            pipe.delete(self._key(f"login:signin:{scene}"))
             pipe.execute()
 
     def claim_callback(self, dedupe_key: str) -> str | None:
@@ -551,15 +561,15 @@ class LoginStore:
             stored reply content (``""`` for none, or while the first delivery is still being
             processed) for a retry.
         """
-        key = f"wechat:dedupe:{dedupe_key}"
+        key = self._key(f"wechat:dedupe:{dedupe_key}")
         if self._redis.set(key, "", nx=True, ex=DEDUPE_SECONDS):
             return None
         return self._redis.get(key) or ""
 
     def remember_reply(self, dedupe_key: str, reply: str) -> None:
         """Store the reply given to a claimed callback, for its retries."""
-        self._redis.set(f"wechat:dedupe:{dedupe_key}", reply, ex=DEDUPE_SECONDS)
+        self._redis.set(self._key(f"wechat:dedupe:{dedupe_key}"), reply, ex=DEDUPE_SECONDS)
 
     def release_callback(self, dedupe_key: str) -> None:
         """Forget a claim whose processing failed, so WeChat's retry is processed afresh."""
-        self._redis.delete(f"wechat:dedupe:{dedupe_key}")
+        self._redis.delete(self._key(f"wechat:dedupe:{dedupe_key}"))

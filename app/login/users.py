@@ -48,10 +48,18 @@ class UserStore:
     Args:
         redis_client: a client with ``decode_responses=True``.
         clock: returns the time in epoch seconds.
+        prefix: put before every key (``REDIS_KEY_PREFIX``).
     """
 
-    def __init__(self, redis_client: redis.Redis, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "",
+    ) -> None:
         self._redis = redis_client
+        self._prefix = prefix
         self._clock = clock
 
     def record_login(self, openid: str) -> User:
@@ -60,7 +68,7 @@ class UserStore:
         Returns:
             The user as recorded, read back in the same round trip.
         """
-        key = f"user:{openid}"
+        key = f"{self._prefix}user:{openid}"
         now = repr(self._clock())
         with self._redis.pipeline() as pipe:
             pipe.hsetnx(key, "first_login_at", now)
@@ -72,7 +80,7 @@ class UserStore:
     def set_unionid(self, openid: str, unionid: str) -> None:
         """Attach the unionid learned from ``user/info`` to an existing record (else nothing:
         a record holding only a unionid would not be a user)."""
-        key = f"user:{openid}"
+        key = f"{self._prefix}user:{openid}"
 
         def attach(pipe: redis.client.Pipeline) -> None:
             if pipe.exists(key):
@@ -87,19 +95,19 @@ class UserStore:
         Returns:
             True if the browser was new to them (this call made it known).
         """
-        return bool(self._redis.sadd(f"user:{openid}:devices", browser_hash))
+        return bool(self._redis.sadd(f"{self._prefix}user:{openid}:devices", browser_hash))
 
     def forget_device(self, openid: str, browser_hash: str) -> None:
         """Stop trusting a browser for ``openid``: its next scan asks to confirm again."""
-        self._redis.srem(f"user:{openid}:devices", browser_hash)
+        self._redis.srem(f"{self._prefix}user:{openid}:devices", browser_hash)
 
     def knows_device(self, openid: str, browser_hash: str) -> bool:
         """Tell whether ``openid`` has signed in from this browser before."""
-        return bool(self._redis.sismember(f"user:{openid}:devices", browser_hash))
+        return bool(self._redis.sismember(f"{self._prefix}user:{openid}:devices", browser_hash))
 
     def get(self, openid: str) -> User | None:
         """Load a user, or None if they never signed in."""
-        data = self._redis.hgetall(f"user:{openid}")
+        data = self._redis.hgetall(f"{self._prefix}user:{openid}")
         return _user_from(openid, data) if data else None
 
 

@@ -85,6 +85,8 @@ class WeChatClient:
         self._timeout = timeout
         self._token_endpoint = token_endpoint
         self._sleep = sleep
+        # Per AppID, not per deployment (no REDIS_KEY_PREFIX): WeChat wants one refresher per
+        # account, so deployments of one account sharing a database share its token.
         self._token_key = f"wechat:access_token:{app_id}"
         self._lock_key = f"wechat:access_token_lock:{app_id}"
 

@@ -34,6 +34,7 @@ class SignatureLedger:
         max_age_seconds: how far a ``timestamp`` may be from now, either way, in seconds
             (``WECHAT_CALLBACK_MAX_AGE_SECONDS``).
         clock: returns the time in epoch seconds.
+        prefix: put before every key (``REDIS_KEY_PREFIX``).
     """
 
     def __init__(
@@ -42,8 +43,10 @@ class SignatureLedger:
         max_age_seconds: int,
         *,
         clock: Callable[[], float] = time.time,
+        prefix: str = "",
     ) -> None:
         self._redis = redis_client
+        self._prefix = prefix
         self._max_age = max_age_seconds
         self._clock = clock
 
@@ -56,7 +59,7 @@ class SignatureLedger:
 
     def key(self, signature: str) -> str:
         """The Redis key recording ``signature``."""
-        return f"wechat:signature:{signature}"
+        return f"{self._prefix}wechat:signature:{signature}"
 
     def spend(self, signature: str, timestamp: str, *, verification: bool = False) -> None:
         """Accept a validly signed callback's query once, or refuse it.

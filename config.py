@@ -49,6 +49,9 @@ def _env(name: str, default: str, parse: Callable[[str], Any], expected: str) ->
         default: its value when unset or empty, as it would be written there.
         parse: turns the text into the value; raises ``ValueError`` on a malformed one.
         expected: what a good value is, for the refusal (``"a whole number"``).
+
+    Returns:
+        What ``parse`` returned, or an ``Unreadable`` for ``create_app()`` to refuse.
     """
     raw = os.environ.get(name) or default
     try:
@@ -63,21 +66,23 @@ def _env(name: str, default: str, parse: Callable[[str], Any], expected: str) ->
         )
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int) -> int | Unreadable:
     """Read an integer setting (see ``_env``)."""
     return _env(name, str(default), int, "a whole number")
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float) -> float | Unreadable:
     """Read a number of seconds (see ``_env``)."""
     return _env(name, str(default), float, "a number of seconds")
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``10.0.0.0/8,::1/128`` as networks; ``ValueError`` on a malformed one."""
     return tuple(ipaddress.ip_network(item.strip()) for item in text.split(",") if item.strip())
 
 
 def _sentinels(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as ``(host, port)`` pairs; ``ValueError`` on a malformed one."""
     addresses = []
     for address in text.split(","):
         if address.strip():

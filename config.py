@@ -7,17 +7,90 @@ it keeps its state in an in-process Redis stand-in (single process only).
 
 import ipaddress
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 
-def _env_int(name: str, default: int) -> int:
-    """Read an integer setting, failing fast with the variable's name when it is not one."""
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed: the app refuses to start.
+
+    Its text is one line, ``<setting> <problem>; fix: <fix>``, what ``flask`` and gunicorn print.
+
+    Attributes:
+        setting: the environment variable(s) at fault, e.g. ``"WECHAT_TOKEN"``.
+        problem: what is wrong, following the name (``"must be 3 to 32 letters or digits"``).
+        fix: what to set instead, in a sentence.
+    """
+
+    def __init__(self, setting: str, problem: str, fix: str) -> None:
+        super().__init__(f"{setting} {problem}; fix: {fix}")
+        self.setting = setting
+        self.problem = problem
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """The value of a setting whose environment variable does not parse.
+
+    Raising while ``config.py`` is imported would be a traceback out of any ``import``; the
+    refusal waits for ``create_app()``, which raises ``error`` before using any setting.
+    """
+
+    error: SettingsError
+
+
+def _env(name: str, default: str, parse: Callable[[str], Any], expected: str) -> Any:
+    """Read a setting with ``parse``, or an ``Unreadable`` naming it when ``parse`` refuses.
+
+    Args:
+        name: the environment variable.
+        default: its value when unset or empty, as it would be written there.
+        parse: turns the text into the value; raises ``ValueError`` on a malformed one.
+        expected: what a good value is, for the refusal (``"a whole number"``).
+
+    Returns:
+        What ``parse`` returned, or an ``Unreadable`` for ``create_app()`` to refuse.
+    """
+    raw = os.environ.get(name) or default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise RuntimeError(f"{name} must be an integer, got {raw!r}") from None
+        return Unreadable(
+            SettingsError(
+                name,
+                f"must be {expected}, not {raw!r}",
+                f"set {name} to {expected}, or unset it for the default ({default or 'none'})",
+            )
+        )
+
+
+def _env_int(name: str, default: int) -> int | Unreadable:
+    """Read an integer setting (see ``_env``)."""
+    return _env(name, str(default), int, "a whole number")
+
+
+def _env_float(name: str, default: float) -> float | Unreadable:
+    """Read a number of seconds (see ``_env``)."""
+    return _env(name, str(default), float, "a number of seconds")
+
+
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``10.0.0.0/8,::1/128`` as networks; ``ValueError`` on a malformed one."""
+    return tuple(ipaddress.ip_network(item.strip()) for item in text.split(",") if item.strip())
+
+
+def _sentinels(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as ``(host, port)`` pairs; ``ValueError`` on a malformed one."""
+    addresses = []
+    for address in text.split(","):
+        if address.strip():
+            host, _, port = address.strip().rpartition(":")
+            if not host:
+                raise ValueError(address)
+            addresses.append((host, int(port)))
+    return addresses
 
 
 class Config:
@@ -37,7 +110,7 @@ class Config:
     #: ``stable`` (cgi-bin/stable_token: no invalidation races between hosts) or ``classic``.
     WECHAT_TOKEN_ENDPOINT = os.environ.get("WECHAT_TOKEN_ENDPOINT", "stable")
     #: Seconds allowed for one WeChat API call (connect and read each).
-    WECHAT_HTTP_TIMEOUT = float(os.environ.get("WECHAT_HTTP_TIMEOUT", "5"))
+    WECHAT_HTTP_TIMEOUT = _env_float("WECHAT_HTTP_TIMEOUT", 5)
 
     #: The account's EncodingAESKey (43 letters or digits): turns message encryption on.
     WECHAT_ENCODING_AES_KEY = os.environ.get("WECHAT_ENCODING_AES_KEY", "")
@@ -58,7 +131,7 @@ class Config:
     WECHAT_FORWARD_TOKEN = os.environ.get("WECHAT_FORWARD_TOKEN", "")
     #: The most a forwarded message may wait for the upstream's reply, in seconds; then WeChat
     #: gets ``success``. WeChat itself waits 5 s for the whole answer.
-    WECHAT_FORWARD_TIMEOUT_SECONDS = float(os.environ.get("WECHAT_FORWARD_TIMEOUT_SECONDS", "4"))
+    WECHAT_FORWARD_TIMEOUT_SECONDS = _env_float("WECHAT_FORWARD_TIMEOUT_SECONDS", 4)
 
     #: The site's public address as WeChat and browsers reach it (``https://login.example.com``):
     #: ``flask wechat check`` verifies ``<PUBLIC_BASE_URL>/wechat/callback`` through it.
@@ -79,14 +152,7 @@ class Config:
     REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX")
     #: Redis Sentinel addresses, ``host:port,host:port``: when set, Redis is found through them
     #: (and followed across failovers) instead of at ``REDIS_URL``.
-    REDIS_SENTINELS = [
-        (host, int(port))
-        for host, _, port in (
-            address.strip().rpartition(":")
-            for address in os.environ.get("REDIS_SENTINELS", "").split(",")
-            if address.strip()
-        )
-    ]
+    REDIS_SENTINELS = _env("REDIS_SENTINELS", "", _sentinels, "host:port,host:port")
     #: The Sentinel service name of the master, and the database number to use on it.
     REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
     REDIS_SENTINEL_DB = _env_int("REDIS_SENTINEL_DB", 0)
@@ -97,7 +163,7 @@ class Config:
     LOGIN_CODE_TTL_SECONDS = _env_int("LOGIN_CODE_TTL_SECONDS", 60)
     #: How often each worker re-reads the status of every attempt its sockets wait on, in
     #: seconds: the most a lost push can delay a login.
-    LOGIN_RECHECK_SECONDS = float(os.environ.get("LOGIN_RECHECK_SECONDS", "1"))
+    LOGIN_RECHECK_SECONDS = _env_float("LOGIN_RECHECK_SECONDS", 1)
     #: Waiting sockets one worker process holds at most (0: no cap); more are closed with
     #: 1013 "try again later" and the page reconnects. gunicorn.conf.py sets it below the
     #: worker's connection limit, so that WeChat's callback always finds a free slot.
@@ -121,13 +187,11 @@ class Config:
 
     #: Networks allowed to read ``/metrics`` (comma-separated CIDRs): loopback and private
     #: addresses by default, never the public internet.
-    METRICS_ALLOWED_NETWORKS = tuple(
-        ipaddress.ip_network(network.strip())
-        for network in os.environ.get(
-            "METRICS_ALLOWED_NETWORKS",
-            "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
-        ).split(",")
-        if network.strip()
+    METRICS_ALLOWED_NETWORKS = _env(
+        "METRICS_ALLOWED_NETWORKS",
+        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+        _networks,
+        "comma-separated networks (CIDR, like 10.0.0.0/8)",
     )
 
     #: How many reverse proxies in front of the app to trust for X-Forwarded-For/-Proto/-Host.

@@ -12,7 +12,7 @@ from flask import Flask
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import CONFIGS, Config
+from config import CONFIGS, Config, SettingsError, Unreadable
 
 from . import cli, emulator
 from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, sock
@@ -21,6 +21,7 @@ from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
+from .setup_check import SETTINGS_PAGE
 from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface, raise_session_error
 from .wechat.client import WeChatClient
@@ -50,7 +51,8 @@ def create_app(
         API calls; otherwise it is never mounted.
 
     Raises:
-        RuntimeError: a required setting is missing or malformed (the message names it).
+        SettingsError: a required setting is missing or one is malformed (its text names the
+            setting and the fix, on one line).
     """
     if config_class is None:
         config_class = CONFIGS[os.environ.get("APP_ENV", "development")]
@@ -63,8 +65,9 @@ def create_app(
     app.config["SITE_NAME"] = _site_name(app)
     emulated = not app.config["WECHAT_APP_ID"]
     if emulated:
-        emulator.configure(app)
+        emulator.configure(app)  # the emulated account's AppID and Token, which crypto uses
     _check_forward_token(app)  # after the emulator's default Token, which it must not equal
+    crypto = _crypto(app)
 
     redis_client, raw_redis = init_redis(app)
     prefix = app.config["REDIS_KEY_PREFIX"] = key_prefix(app)
@@ -80,7 +83,7 @@ def create_app(
         timeout=app.config["WECHAT_HTTP_TIMEOUT"],
         token_endpoint=app.config["WECHAT_TOKEN_ENDPOINT"],
     )
-    app.extensions["wechat_crypto"] = _crypto(app)
+    app.extensions["wechat_crypto"] = crypto
     app.extensions["wechat_signatures"] = SignatureLedger(
         redis_client, app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"], prefix=prefix
     )
@@ -156,24 +159,48 @@ def create_app(
     return app
 
 
+#: What to do about each setting production requires, when it is missing.
+_REQUIRED_FIXES = {
+    "SECRET_KEY": "set SECRET_KEY to a long random string, the same on every process "
+    "(python3 -c 'import secrets; print(secrets.token_hex(32))')",
+    "WECHAT_APP_ID": f"copy the AppID, AppSecret and Token from {SETTINGS_PAGE}",
+    "WECHAT_APP_SECRET": f"copy the AppID, AppSecret and Token from {SETTINGS_PAGE}",
+    "WECHAT_TOKEN": f"copy the AppID, AppSecret and Token from {SETTINGS_PAGE}",
+    "REDIS_URL (or REDIS_SENTINELS)": "set REDIS_URL=redis://host:6379/0, or REDIS_SENTINELS",
+    "PUBLIC_BASE_URL": "set PUBLIC_BASE_URL to the site's public address "
+    "(https://login.example.com): the scanner is told its host",
+}
+
+
 def _crypto(app: Flask) -> WeChatCrypto | None:
-    """The message crypto when an EncodingAESKey is set (safe or compatible mode), else None."""
+    """The message crypto when an EncodingAESKey is set (safe or compatible mode), else None.
+
+    Raises:
+        SettingsError: ``WECHAT_ENCRYPT_MODE`` or a key is malformed.
+    """
     if not app.config["WECHAT_ENCODING_AES_KEY"]:
         return None
     if app.config["WECHAT_ENCRYPT_MODE"] not in ("safe", "compatible"):
-        raise RuntimeError("WECHAT_ENCRYPT_MODE must be safe or compatible")
-    try:
-        return WeChatCrypto(
-            app.config["WECHAT_TOKEN"],
-            app.config["WECHAT_ENCODING_AES_KEY"],
-            app.config["WECHAT_APP_ID"],
-            previous_key=app.config["WECHAT_ENCODING_AES_KEY_PREVIOUS"] or None,
+        raise SettingsError(
+            "WECHAT_ENCRYPT_MODE",
+            f"must be safe or compatible, not {app.config['WECHAT_ENCRYPT_MODE']!r}",
+            "set it to safe (the account's 安全模式), or compatible (兼容模式) during a switch",
         )
-    except ValueError:
-        raise RuntimeError(
-            "WECHAT_ENCODING_AES_KEY and WECHAT_ENCODING_AES_KEY_PREVIOUS must be 43 letters "
-            "or digits"
-        ) from None
+    for name in ("WECHAT_ENCODING_AES_KEY", "WECHAT_ENCODING_AES_KEY_PREVIOUS"):
+        key = app.config[name]
+        if key and not re.fullmatch(r"[A-Za-z0-9]{43}", key):
+            # Never the key itself in the message: it is a secret.
+            raise SettingsError(
+                name,
+                f"must be 43 letters or digits, not {len(key)} characters",
+                f"copy the whole EncodingAESKey (消息加解密密钥) from {SETTINGS_PAGE}",
+            )
+    return WeChatCrypto(
+        app.config["WECHAT_TOKEN"],
+        app.config["WECHAT_ENCODING_AES_KEY"],
+        app.config["WECHAT_APP_ID"],
+        previous_key=app.config["WECHAT_ENCODING_AES_KEY_PREVIOUS"] or None,
+    )
 
 
 def _site_name(app: Flask) -> str:
@@ -189,26 +216,60 @@ def _check_forward_token(app: Flask) -> None:
         return
     forward_token = app.config["WECHAT_FORWARD_TOKEN"]
     if not re.fullmatch(TOKEN_PATTERN, forward_token):
-        raise RuntimeError(
-            "WECHAT_FORWARD_TOKEN (3 to 32 letters or digits) is required with WECHAT_FORWARD_URL"
+        raise SettingsError(
+            "WECHAT_FORWARD_TOKEN",
+            "must be 3 to 32 letters or digits, and is required with WECHAT_FORWARD_URL",
+            "choose a Token for the upstream handler, and configure the same there",
         )
     if forward_token == app.config["WECHAT_TOKEN"]:
-        raise RuntimeError("WECHAT_FORWARD_TOKEN must differ from WECHAT_TOKEN")
+        raise SettingsError(
+            "WECHAT_FORWARD_TOKEN",
+            "must differ from WECHAT_TOKEN",
+            "give the upstream handler a Token of its own: with ours, what it receives would "
+            "open our callback",
+        )
 
 
 def _check_settings(app: Flask) -> None:
+    """Refuse to start on a missing or malformed setting.
+
+    Raises:
+        SettingsError: the first one found, naming it and the fix.
+    """
+    for value in app.config.values():
+        if isinstance(value, Unreadable):
+            raise value.error
     missing = [name for name in app.config["REQUIRED_SETTINGS"] if not app.config.get(name)]
     if app.config["REQUIRE_REDIS"] and not (
         app.config["REDIS_URL"] or app.config["REDIS_SENTINELS"]
     ):
         missing.append("REDIS_URL (or REDIS_SENTINELS)")
     if missing:
-        raise RuntimeError(f"missing required setting(s): {', '.join(missing)}")
+        fixes = dict.fromkeys(_REQUIRED_FIXES[name] for name in missing)  # in order, once each
+        raise SettingsError(
+            ", ".join(missing),
+            "must be set in production",
+            "; ".join(fixes),
+        )
     token = app.config["WECHAT_TOKEN"]
     if token and not re.fullmatch(TOKEN_PATTERN, token):
-        raise RuntimeError("WECHAT_TOKEN must be 3 to 32 letters or digits, as WeChat requires")
+        raise SettingsError(
+            "WECHAT_TOKEN",
+            "must be 3 to 32 letters or digits, as WeChat requires",
+            f"choose one, and set the same here and as Token (令牌) in {SETTINGS_PAGE}",
+        )
     if app.config["LOGIN_CONFIRM"] not in {policy.value for policy in ConfirmPolicy}:
-        raise RuntimeError("LOGIN_CONFIRM must be off, always or new_device")
+        raise SettingsError(
+            "LOGIN_CONFIRM",
+            f"must be off, always or new_device, not {app.config['LOGIN_CONFIRM']!r}",
+            "set one of the three, or unset it (off)",
+        )
+    if app.config["WECHAT_TOKEN_ENDPOINT"] not in ("stable", "classic"):
+        raise SettingsError(
+            "WECHAT_TOKEN_ENDPOINT",
+            f"must be stable or classic, not {app.config['WECHAT_TOKEN_ENDPOINT']!r}",
+            "unset it (stable), or set classic for cgi-bin/token",
+        )
     if not app.config["SECRET_KEY"]:
         # Development only: production requires it. (Sessions live in Redis, not in the key.)
         app.config["SECRET_KEY"] = os.urandom(32)

@@ -2,14 +2,17 @@
 
 import sys
 import time
+from typing import NoReturn
 
 import click
 import requests
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from config import SettingsError
+
 from .login.service import TAKEN_REPLY, UNKNOWN_REPLY
-from .setup_check import Verdict, run_checks
+from .setup_check import Finding, Verdict, refused_settings, run_checks
 from .wechat.delivery import push, reply_content
 from .wechat.errors import WeChatError
 from .wechat.messages import SUBSCRIBE_SCENE_PREFIX
@@ -26,7 +29,11 @@ def check() -> None:
 
     Exits 1 when a check failed, 0 when only warnings (or nothing) remain.
     """
-    findings = run_checks(current_app)
+    _report(run_checks(current_app))
+
+
+def _report(findings: list[Finding]) -> NoReturn:
+    """Print a verdict line per finding, its fix, and the counts; exit 1 if one failed."""
     for finding in findings:
         click.echo(f"{LABELS[finding.verdict]} {finding.item}: {finding.detail}")
         if finding.fix:
@@ -96,6 +103,23 @@ def simulate_scan(scene: str, new_follower: bool, openid: str, url: str | None) 
             f"no browser is waiting on scene {scene}: it is unknown, expired, or signed in "
             "by another scanner"
         )
+
+
+def refuse_to_start(error: SettingsError) -> NoReturn:
+    """Stop a ``flask`` command whose app refused its settings: ``error: ...; fix: ...`` on one
+    line, exit status 1.
+
+    ``flask wechat check`` reports it as its verdict instead, ``[FAIL] settings`` with the fix,
+    and exits 1 too. flask builds the app before it resolves the command (the command may be
+    the app's), so only the command line tells which it is.
+
+    Args:
+        error: what ``create_app()`` refused.
+    """
+    if sys.argv[-2:] == ["wechat", "check"]:
+        _report([refused_settings(error)])
+    click.echo(f"error: {error}", err=True)
+    sys.exit(1)
 
 
 def init_app(app: Flask) -> None:

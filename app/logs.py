@@ -8,6 +8,8 @@ import logging
 
 from pythonjsonlogger.json import JsonFormatter
 
+from config import SettingsError
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The fields of a JSON line (the message's own ``extra`` fields are added).
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
@@ -21,13 +23,15 @@ def formatter(log_format: str) -> logging.Formatter:
         log_format: ``text`` or ``json``.
 
     Raises:
-        RuntimeError: any other value (the message names the setting).
+        SettingsError: any other value.
     """
     if log_format == "json":
         return JsonFormatter(JSON_FIELDS, rename_fields=JSON_NAMES)
     if log_format == "text":
         return logging.Formatter(TEXT_FORMAT)
-    raise RuntimeError("LOG_FORMAT must be text or json")
+    raise SettingsError(
+        "LOG_FORMAT", f"must be text or json, not {log_format!r}", "set LOG_FORMAT=text or json"
+    )
 
 
 def configure_logging(log_format: str) -> None:
@@ -35,7 +39,7 @@ def configure_logging(log_format: str) -> None:
     with its own logging configuration) already set up the root logger.
 
     Raises:
-        RuntimeError: ``log_format`` is neither ``text`` nor ``json``.
+        SettingsError: ``log_format`` is neither ``text`` nor ``json``.
     """
     chosen = formatter(log_format)
     root = logging.getLogger()

@@ -17,6 +17,8 @@ import redis
 import requests
 from flask import Flask
 
+from config import SettingsError
+
 from .wechat.delivery import WECHAT_REPLY_SECONDS
 from .wechat.errors import WeChatAPIError, WeChatError, WeChatTransportError
 from .wechat.replay import SignatureLedger
@@ -74,6 +76,14 @@ def run_checks(app: Flask) -> list[Finding]:
         findings.append(_qr_creation(app))
     findings.append(_callback_url(app))
     return findings
+
+
+def refused_settings(error: SettingsError) -> Finding:
+    """The settings verdict when the app refused to start on ``error``: failed, with its fix.
+
+    The other checks need the app, so this is the only verdict there is.
+    """
+    return Finding("settings", Verdict.FAILED, f"{error.setting} {error.problem}", error.fix)
 
 
 def _settings(app: Flask) -> Finding:

@@ -1,7 +1,8 @@
 // The login page: show a WeChat QR code, wait on a websocket for the scan,
 // redeem the one-time code for a session, and show who is signed in.
 //
-//   GET /api/me ── 200 ──> signed-in view
+//   GET /api/me ── 200 ──> signed-in view (after a sign-in, /api/me again while
+//        │                 the unionid is looked up: "查询中…")
 //        └─ else ─> attempt: POST /api/login/qrcode, then websocket frames
 //                   "waiting" → "confirmed" (POST /api/login/redeem) | "expired" (new QR)
 //
@@ -17,6 +18,10 @@ const REFUSALS_MEANING_EXPIRED = 2;
 // The server's "expired" frame decides; the local countdown only takes over
 // this long after zero, for a connection that went silent or hangs.
 const EXPIRY_GRACE_MS = 5000;
+// After a sign-in the server looks the unionid up in the background (WeChat's
+// user/info, up to a few seconds): ask again after each of these waits before
+// calling the account unbound.
+const UNIONID_RECHECKS_MS = [1000, 2000, 3000, 4000];
 
 const TEXT = {
   loadingQr: '正在获取二维码…',
@@ -26,6 +31,7 @@ const TEXT = {
   reconnecting: '连接中断，正在重新连接…',
   expired: '二维码已失效',
   cancelled: '已取消登录',
+  unionidPending: '查询中…',
   unionidMissing: '未绑定开放平台',
 };
 
@@ -74,6 +80,8 @@ let attempt = null;
 let retryAction = null;
 // A new QR is due but the tab is hidden: fetch it once the tab is visible.
 let qrDueWhenVisible = false;
+// The next re-read of /api/me for a unionid still being looked up, or null.
+let unionidTimer = null;
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -252,18 +260,37 @@ async function redeem(a, code) {
     user = await api('GET', '/api/me').catch(() => null);
     if (a === attempt && user === null) showError(error.message, '获取新二维码', newAttempt);
   }
-  if (a === attempt && user !== null) showSignedIn(user);
+  if (a === attempt && user !== null) showSignedIn(user, { justSignedIn: true });
 }
 
-function showSignedIn(user) {
+// Shows the user; right after a sign-in a missing unionid may still be on its
+// way, so it reads "查询中" and is asked for again.
+function showSignedIn(user, { justSignedIn = false } = {}) {
   endAttempt();
+  clearTimeout(unionidTimer);
   els.userOpenid.textContent = user.openid;
-  els.userUnionid.textContent = user.unionid ?? TEXT.unionidMissing;
-  els.userUnionid.classList.toggle('muted', user.unionid == null);
+  showUnionid(user.unionid, justSignedIn);
   showTime(els.userFirstLogin, user.first_login_at);
   showTime(els.userLastLogin, user.last_login_at);
   els.userLoginCount.textContent = String(user.login_count);
   setState('signed-in');
+  if (justSignedIn && user.unionid == null) recheckUnionid(user.openid, 0);
+}
+
+function showUnionid(unionid, pending) {
+  els.userUnionid.textContent = unionid ?? (pending ? TEXT.unionidPending : TEXT.unionidMissing);
+  els.userUnionid.classList.toggle('muted', unionid == null);
+}
+
+function recheckUnionid(openid, round) {
+  unionidTimer = setTimeout(async () => {
+    const user = await api('GET', '/api/me').catch(() => null);
+    // Signed out, or in as someone else, meanwhile: not this look-up's to show.
+    if (document.body.dataset.state !== 'signed-in' || user?.openid !== openid) return;
+    const more = user.unionid == null && round + 1 < UNIONID_RECHECKS_MS.length;
+    showUnionid(user.unionid, more);
+    if (more) recheckUnionid(openid, round + 1);
+  }, UNIONID_RECHECKS_MS[round]);
 }
 
 // Shows an ISO 8601 time in the reader's time zone; the <time> keeps the original.

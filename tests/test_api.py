@@ -234,6 +234,19 @@ def test_unionid_arrives_in_the_background(client, redis_client):
     assert unionid == "u" + SCANNER[1:]
 
 
+def test_a_partial_user_record_never_makes_me_or_redeem_fail(client, redis_client, code):
+    # A record holding only what the unionid look-up wrote, as if the rest never was.
+    redis_client.delete(f"user:{SCANNER}")
+    redis_client.hset(f"user:{SCANNER}", "unionid", "uUnion")
+
+    redeemed = client.post("/api/login/redeem", json={"code": code})
+    assert redeemed.status_code == 200
+    assert (redeemed.get_json()["unionid"], redeemed.get_json()["login_count"]) == ("uUnion", 1)
+
+    redis_client.hdel(f"user:{SCANNER}", "login_count")
+    assert client.get("/api/me").status_code == 401
+
+
 def test_code_works_once(client, code):
     assert client.post("/api/login/redeem", json={"code": code}).status_code == 200
 

@@ -104,6 +104,36 @@ def test_scan_with_the_phone_signs_in_the_waiting_page(live_server, new_page):
     assert shown_scene(alice) != scene
 
 
+def inject_fault(base: str, fault: dict) -> None:
+    """Make the emulated WeChat fail the next call(s) of ``fault["api"]``."""
+    with requests.post(base + "/_emulator/api/faults", json=fault, timeout=5) as injected:
+        assert injected.status_code == 200
+
+
+def test_a_unionid_still_being_looked_up_reads_as_such_until_the_look_up_ends(
+    live_server, new_page
+):
+    # The look-up fails: the page says it is looking until it has asked long enough.
+    inject_fault(live_server, {"api": "user/info", "errcode": 48001})
+    page, phone = new_page(), new_page()
+    page.goto(live_server + "/")
+    scan_with(phone, live_server, shown_scene(page))
+
+    expect(page.locator("#signed-in")).to_be_visible()
+    expect(page.locator("#user-unionid")).to_have_text("查询中…")
+    expect(page.locator("#user-unionid")).to_have_text("未绑定开放平台", timeout=20_000)
+
+
+def test_a_unionid_found_after_the_sign_in_shows_without_a_reload(live_server, new_page):
+    # WeChat busy once: the look-up answers after its half-second retry, past the sign-in.
+    inject_fault(live_server, {"api": "user/info", "errcode": -1})
+    page, phone = new_page(), new_page()
+    page.goto(live_server + "/")
+    openid = scan_with(phone, live_server, shown_scene(page))
+
+    expect(page.locator("#user-unionid")).to_have_text("u" + openid[1:], timeout=10_000)
+
+
 @pytest.mark.parametrize("app_overrides", [{"LOGIN_QR_EXPIRE_SECONDS": 2}])
 def test_expired_qr_code_is_replaced_while_the_tab_is_visible(live_server, new_page):
     page = new_page()
@@ -167,8 +197,7 @@ def test_scanner_cancelling_in_wechat_leaves_the_page_a_fresh_qr_code(live_serve
 )
 def test_wechat_failure_is_explained_and_retry_works(live_server, new_page, fault):
     # Not a quota errcode (45009, 45011): after those the client rightly refuses for minutes.
-    with requests.post(live_server + "/_emulator/api/faults", json=fault, timeout=5) as injected:
-        assert injected.status_code == 200
+    inject_fault(live_server, fault)
     page = new_page()
     page.goto(live_server + "/")
     expect(page.locator("#error")).to_be_visible()

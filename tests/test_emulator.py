@@ -9,6 +9,7 @@ import requests
 from werkzeug.serving import make_server
 
 from app.emulator import EMULATOR_SETTINGS
+from app.emulator.state import MAX_LISTED_TICKETS, EmulatorState
 
 APP_ID = EMULATOR_SETTINGS["WECHAT_APP_ID"]
 APP_SECRET = EMULATOR_SETTINGS["WECHAT_APP_SECRET"]
@@ -253,3 +254,17 @@ def test_phone_api_errors_are_json(client, path, body, status, error):
     assert answer.status_code == status
     assert answer.is_json, answer.mimetype
     assert answer.get_json()["error"] == error
+
+
+def test_the_record_of_qr_tickets_is_bounded(redis_client):
+    # The load test creates QR codes by the thousand and nobody opens the phone page.
+    state = EmulatorState(redis_client)
+    tickets = [state.create_ticket(f"scene-{i}", 3600) for i in range(MAX_LISTED_TICKETS + 20)]
+
+    assert redis_client.zcard("emulator:tickets") == MAX_LISTED_TICKETS
+    listed = state.live_tickets()
+    assert [ticket.scene_str for ticket in listed] == [
+        ticket.scene_str for ticket in reversed(tickets[-MAX_LISTED_TICKETS:])
+    ]
+    # Off the list, a ticket still scans until it expires.
+    assert state.get_ticket(tickets[0].ticket) == tickets[0]

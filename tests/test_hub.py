@@ -10,11 +10,12 @@ from app.login.hub import LoginHub
 
 @pytest.fixture
 def make_hub(redis_url):
-    """Hubs with their own Redis connections, as separate worker processes would have."""
+    """Hubs with their own Redis connections, as separate worker processes would have; on the
+    test database unless given another Redis's URL."""
     hubs = []
 
-    def make() -> LoginHub:
-        hub = LoginHub(redis.Redis.from_url(redis_url, decode_responses=True))
+    def make(url: str = redis_url) -> LoginHub:
+        hub = LoginHub(redis.Redis.from_url(url, decode_responses=True))
         hubs.append(hub)
         return hub
 
@@ -60,11 +61,15 @@ def test_malformed_messages_are_ignored_and_the_listener_carries_on(make_hub, re
             wakeups.get(timeout=0.3)
 
 
-def test_killed_subscription_reconnects_and_wakes_every_waiter(make_hub, redis_client):
-    hub = make_hub()
+def test_killed_subscription_reconnects_and_wakes_every_waiter(redis_server, make_hub):
+    # On a Redis of its own: killing every pub/sub client of the shared one would knock off
+    # the other test runs and a developer's running app too.
+    own_redis = redis_server()
+    hub = make_hub(own_redis.url)
     with hub.waiting("scene-1") as wakeups:
         settle(hub, wakeups)
-        assert redis_client.client_kill_filter(_type="pubsub") >= 1
+        with redis.Redis.from_url(own_redis.url) as admin:
+            assert admin.client_kill_filter(_type="pubsub") == 1
         # Whatever was published while it was away is lost: every waiter is woken to re-read.
         assert wakeups.get(timeout=5) == "scene-1"
         assert hub.subscribed.wait(5)

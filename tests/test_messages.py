@@ -1,11 +1,19 @@
 """Callback messages: safe parsing, login scans, dedupe keys and passive replies."""
 
+import os
 import re
+import threading
 
 import pytest
 
 from app.wechat.errors import MalformedMessageError
-from app.wechat.messages import MAX_MESSAGE_BYTES, ScanEvent, parse_message, text_reply
+from app.wechat.messages import (
+    MAX_MESSAGE_BYTES,
+    ScanEvent,
+    parse_fields,
+    parse_message,
+    text_reply,
+)
 from tests.conftest import FIXTURES, fixture_xml
 
 OPENID = "oABCD1234openid"
@@ -60,6 +68,44 @@ def test_doctype_is_refused_even_without_entities():
     body = b'<?xml version="1.0"?><!DOCTYPE xml>' + xml("text")
     with pytest.raises(MalformedMessageError, match="DOCTYPE"):
         parse_message(body)
+
+
+@pytest.mark.parametrize(
+    ("doctype", "event_key"),
+    [
+        ('<!DOCTYPE xml [<!ENTITY scene SYSTEM "file://{path}">]>', "&scene;"),
+        ('<!DOCTYPE xml SYSTEM "file://{path}">', "qrscene_1"),
+        ('<!DOCTYPE xml [<!ENTITY % dtd SYSTEM "file://{path}"> %dtd;]>', "qrscene_1"),
+    ],
+    ids=["external-entity", "external-dtd", "external-parameter-entity"],
+)
+def test_the_parser_never_opens_what_a_doctype_names(tmp_path, doctype, event_key):
+    # The DOCTYPE is refused only after parsing: beneath that, the parser's own settings keep
+    # it from opening anything. A FIFO shows it: opening one blocks until a writer comes, so
+    # a parser that opened it would hold the worker instead of answering.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    body = (
+        f'<?xml version="1.0"?>{doctype.format(path=fifo)}'
+        f"<xml><MsgType>event</MsgType><EventKey>{event_key}</EventKey></xml>"
+    ).encode()
+    outcome = []
+
+    def parse() -> None:
+        try:
+            parse_fields(body)
+        except MalformedMessageError as exc:
+            outcome.append(exc)
+
+    parser = threading.Thread(target=parse, daemon=True)
+    parser.start()
+    parser.join(2)
+    if parser.is_alive():
+        # Release the parser blocked on the FIFO (a writer that closes at once: end of file).
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        parser.join(5)
+        pytest.fail("the parser opened the file a DOCTYPE named")
+    assert outcome and "DOCTYPE" in str(outcome[0])
 
 
 @pytest.mark.parametrize(

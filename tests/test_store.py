@@ -252,6 +252,32 @@ def test_user_to_json(users, clock):
     }
 
 
+def test_set_unionid_for_a_user_who_has_no_record_leaves_nothing_behind(users, redis_client):
+    users.set_unionid("oGone", "uUnion")
+
+    assert redis_client.keys("user:*") == []
+    assert users.get("oGone") is None
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"unionid": "uUnion"},
+        {"openid": "oScanner", "first_login_at": repr(NOW), "last_login_at": repr(NOW)},
+    ],
+    ids=["unionid-only", "no-login-count"],
+)
+def test_a_partial_user_record_is_no_user_and_the_next_sign_in_completes_it(
+    users, redis_client, record
+):
+    redis_client.hset("user:oScanner", mapping=record)
+
+    assert users.get("oScanner") is None
+    user = users.record_login("oScanner")
+    assert user.login_count >= 1
+    assert users.get("oScanner") == user
+
+
 def scanned(store, openid: str = "oScanner"):
     outcome, attempt = store.mark_scanned(SCENE, openid)
     assert outcome is ConfirmOutcome.AWAITING_CONFIRMATION

@@ -12,6 +12,8 @@ from flask import current_app
 
 #: Life of an emulated access_token, in seconds (WeChat's).
 TOKEN_SECONDS = 7200
+#: Live QR tickets the phone page lists, newest first; the record of them keeps no more.
+MAX_LISTED_TICKETS = 50
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,19 @@ class EmulatorState:
             self._redis.delete(key)
 
     def create_ticket(self, scene_str: str, expire_seconds: int) -> Ticket:
-        """Store a new QR ticket. Tickets look like WeChat's: base64 with ``+/=``."""
+        """Store a new QR ticket. Tickets look like WeChat's: base64 with ``+/=``.
+
+        The list of tickets keeps the ``MAX_LISTED_TICKETS`` that expire last: a load test
+        creates them by the thousand, and nobody lists them. Off the list a ticket still scans
+        until it expires (its own key carries its life).
+        """
         ticket = "gQ" + base64.b64encode(secrets.token_bytes(45)).decode()
         expires_at = time.time() + expire_seconds
         record = json.dumps({"scene_str": scene_str, "expires_at": expires_at})
         with self._redis.pipeline() as pipe:
             pipe.set(f"emulator:ticket:{ticket}", record, ex=expire_seconds)
             pipe.zadd("emulator:tickets", {ticket: expires_at})
+            pipe.zremrangebyrank("emulator:tickets", 0, -MAX_LISTED_TICKETS - 1)
             pipe.execute()
         return Ticket(ticket, scene_str, expires_at)
 
@@ -70,7 +78,10 @@ class EmulatorState:
     def live_tickets(self) -> list[Ticket]:
         """Every live ticket, newest first."""
         self._redis.zremrangebyscore("emulator:tickets", "-inf", time.time())
-        tickets = (self.get_ticket(t) for t in self._redis.zrevrange("emulator:tickets", 0, 49))
+        tickets = (
+            self.get_ticket(t)
+            for t in self._redis.zrevrange("emulator:tickets", 0, MAX_LISTED_TICKETS - 1)
+        )
         return [ticket for ticket in tickets if ticket is not None]
 
     def follow(self, openid: str, scene_str: str) -> None:

@@ -106,9 +106,15 @@ class UserStore:
         return bool(self._redis.sismember(f"{self._prefix}user:{openid}:devices", browser_hash))
 
     def get(self, openid: str) -> User | None:
-        """Load a user, or None if they never signed in."""
-        data = self._redis.hgetall(f"{self._prefix}user:{openid}")
-        return _user_from(openid, data) if data else None
+        """Load a user, or None if they never signed in.
+
+        A record without what ``record_login`` writes (cut short, or holding only a unionid) is
+        no user either: the next sign-in completes it, and until then it is never an error.
+        """
+        try:
+            return _user_from(openid, self._redis.hgetall(f"{self._prefix}user:{openid}"))
+        except (KeyError, ValueError):
+            return None
 
 
 def _user_from(openid: str, data: dict[str, str]) -> User:

@@ -142,6 +142,12 @@ class Browser:
 
 
 @pytest.fixture
+def app_overrides() -> dict:
+    """The in-process app, where a test has one, shares the servers' prefix."""
+    return {"REDIS_KEY_PREFIX": SETTINGS["REDIS_KEY_PREFIX"]}
+
+
+@pytest.fixture
 def new_browser() -> Iterator[Callable[[str], Browser]]:
     """Returns a function: a new browser that has asked ``base`` for a QR code. Each is
     scanned by its own openid. All are closed at the end of the test."""
@@ -287,7 +293,7 @@ class LateHub(LoginHub):
     whatever that publishes reaches nobody. No sweep: only the socket's own reads deliver."""
 
     def __init__(self, redis_client: redis.Redis, before_register: Callable[[str], None]):
-        super().__init__(redis_client)
+        super().__init__(redis_client, channel=CHANNEL)
         self._before_register: Callable[[str], None] | None = before_register
 
     @contextmanager

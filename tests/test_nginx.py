@@ -61,6 +61,8 @@ http {{
 """
 
 SIGNED_IN = "登录成功"
+#: What the app is told to call the site (SITE_NAME): the scanner reads this, whatever Host says.
+SITE_NAME = "测试站点"
 
 
 @dataclass
@@ -178,7 +180,7 @@ def proxy(server_process, tmp_path: Path) -> Iterator[Proxy]:
     """The production gunicorn (``TRUSTED_PROXIES=1``) behind the real nginx running
     deploy/nginx.conf; nginx is stopped at the end and its logs printed (shown on failure)."""
     assert NGINX.is_file(), f"{NGINX} is missing: apt-get install nginx"
-    app = server_process(production=True, TRUSTED_PROXIES="1")
+    app = server_process(production=True, TRUSTED_PROXIES="1", SITE_NAME=SITE_NAME)
     directory = tmp_path / "nginx"
     directory.mkdir()
     certificate, key = self_signed_certificate(directory)
@@ -289,9 +291,9 @@ def test_login_through_nginx(proxy: Proxy, callback_scheme: str):
         assert redeemed.status_code == 200, redeemed.text
         me = browser.get(proxy.https + "/api/me", verify=proxy.ca, timeout=5)
         assert me.json()["openid"] == "oNginx0000000000000000000001"
-        # The binding cookie and the session cookie, both marked Secure.
+        # The binding cookie and the session cookie, both marked Secure and __Host- named.
         secure = {cookie.name: cookie.secure for cookie in browser.cookies}
-        assert secure == {"wxlogin_browser": True, "session": True}
+        assert secure == {"__Host-wxlogin_browser": True, "__Host-session": True}
 
 
 def test_forged_forwarding_headers_are_replaced(proxy: Proxy):
@@ -312,9 +314,10 @@ def test_forged_forwarding_headers_are_replaced(proxy: Proxy):
         assert created.status_code == 200, created.text
         attempt = created.json()
     assert attempt["ws"].startswith(f"wss://{proxy.host}/")
-    # The scanner is told the site and the address the attempt really came from.
+    # The scanner is told the configured site and the address the attempt really came from.
     reply = post_scan(proxy.https, attempt["scene"], proxy.ca, **forged).text
-    assert f"{SIGNED_IN}：{proxy.host}\n" in reply
+    assert f"{SIGNED_IN}：{SITE_NAME}\n" in reply
+    assert "evil.example.com" not in reply
     assert "IP 地址：127.0.0.1\n" in reply
     assert "203.0.113.7" not in reply
 

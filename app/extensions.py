@@ -5,6 +5,7 @@ Per-app objects live in ``app.extensions``: ``"redis"`` (the text client every p
 None in plaintext mode) and ``"limiter"`` (Flask-Limiter, one per app).
 """
 
+import ipaddress
 import logging
 
 import redis
@@ -24,9 +25,24 @@ POOL_WAIT_SECONDS = 5
 sock = Sock()
 
 
+def client_address() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address (from a trusted proxy's header only when ``TRUSTED_PROXIES``).
+
+    Returns:
+        The address, or None when there is none or it is not an IP address: ``ProxyFix``
+        copies whatever the trusted hop's ``X-Forwarded-For`` holds, unchecked.
+    """
+    try:
+        return ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return None
+
+
 def client_ip() -> str:
-    """The client's address (from a trusted proxy's header only when ``TRUSTED_PROXIES``)."""
-    return request.remote_addr or "unknown"
+    """The client's address as text (``"unknown"`` when ``client_address`` has none), for
+    rate-limit keys and the scanner's message."""
+    address = client_address()
+    return str(address) if address is not None else "unknown"
 
 
 def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:

@@ -38,6 +38,20 @@ def client_address() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def client_network() -> str:
+    """Who a per-client limit counts: the client's IPv4 address, or the /64 network of its
+    IPv6 address (one subscriber's usual allotment: its 2**64 addresses cost nothing to
+    spread over), or ``"unknown"``."""
+    address = client_address()
+    if address is None:
+        return "unknown"
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network((address, 64), strict=False))
+
+
 def client_ip() -> str:
     """The client's address as text (``"unknown"`` when ``client_address`` has none), for
     rate-limit keys and the scanner's message."""

@@ -19,7 +19,8 @@ from simple_websocket import Server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
 
-from ..extensions import login_service, sock
+from ..extensions import client_network, login_service, sock
+from ..login.hub import REPLACED
 from ..login.store import Attempt, Status
 from ..metrics import EXPIRED, SCAN_TO_PUSH
 from .cookies import browser_hash
@@ -28,6 +29,10 @@ from .security import require_same_origin
 log = logging.getLogger(__name__)
 
 bp = Blueprint("ws", __name__)
+
+#: Close code for a socket sent away because a newer one waits on the same attempt (a third
+#: tab of the browser): the page stops rather than reconnects, so tabs never take turns.
+REPLACED_CLOSE_CODE = 4001
 
 #: How long to wait for the browser's answer to our close frame, in seconds.
 CLOSE_HANDSHAKE_SECONDS = 2.0
@@ -39,9 +44,18 @@ IDLE_CHECK_SECONDS = 15.0
 
 @bp.before_request
 def only_the_browser_that_asked() -> None:
-    """Refuse the handshake (403, no upgrade, no data) unless it comes from one of our pages in
-    the browser that owns the attempt."""
+    """Refuse the handshake (no upgrade, no data) unless it comes from one of our pages in the
+    browser that owns the attempt (else 403), from a client holding fewer than
+    ``LOGIN_MAX_SOCKETS_PER_IP`` sockets on this worker (else 429)."""
     require_same_origin()
+    # Per worker, like LOGIN_MAX_SOCKETS: the slots this protects are the worker's own, so
+    # one client (an address, or an IPv6 /64) can never take more than this share of any
+    # worker, however many workers there are; and nothing can leak a count when a worker dies.
+    # Refused before the upgrade, so that refusals cost no socket.
+    per_client = current_app.config["LOGIN_MAX_SOCKETS_PER_IP"]
+    g.client = client_network()
+    if per_client and login_service().hub.waiting_count(g.client) >= per_client:
+        abort(429, "too many login pages from this address")
     scene = (request.view_args or {}).get("scene", "")
     owner = browser_hash()
     attempt = login_service().store.get_attempt(scene) if owner and len(scene) <= 64 else None
@@ -76,7 +90,7 @@ def _serve(ws: Server, scene: str) -> None:
         # Full: keep the slots WeChat's callback needs; the page tries again shortly.
         ws.close(reason=CloseReason.TRY_AGAIN_LATER, message="try again later")
         return
-    with service.hub.waiting(scene) as wakeups:
+    with service.hub.waiting(scene, g.client) as wakeups:
         attempt = _reread(scene, g.attempt)
         ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt)}))
         told_scanned = False
@@ -86,12 +100,17 @@ def _serve(ws: Server, scene: str) -> None:
                 told_scanned = True
             left = attempt.expires_at - time.time()
             try:
-                wakeups.get(timeout=max(min(IDLE_CHECK_SECONDS, left), 0.01))
+                wakeup = wakeups.get(timeout=max(min(IDLE_CHECK_SECONDS, left), 0.01))
             except queue.Empty:
+                wakeup = None
                 if left > IDLE_CHECK_SECONDS:
                     if not _browser_still_listening(ws):
                         return  # gone (it resumes by reconnecting), or talking: closed
                     continue  # nothing happened: no need to ask Redis
+            if wakeup == REPLACED:
+                # Newer tabs of this browser wait on the same QR code: this one steps aside.
+                _close_handshake(ws, REPLACED_CLOSE_CODE)
+                return
             if service.hub.going_away:
                 # Shutting down: tell the page now, not when the grace period runs out; it
                 # reconnects to another worker and reads the same state there.
@@ -146,7 +165,7 @@ def _reread(scene: str, last: Attempt | None) -> Attempt | None:
         return last
 
 
-def _close_handshake(ws: Server, code: CloseReason) -> None:
+def _close_handshake(ws: Server, code: int) -> None:
     # simple-websocket's close() shuts the TCP socket without waiting for the browser's close
     # frame; data still arriving then makes the kernel reset the connection, which can destroy
     # our last frame before the browser reads it. So send the close frame ourselves and let

@@ -3,6 +3,7 @@ emulated phone, and the waiting page signs in, with no reload."""
 
 import os
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -176,3 +177,25 @@ def test_wechat_failure_is_explained_and_retry_works(live_server, new_page, faul
     page.locator("#retry").click()
     expect(page.locator("body")).to_have_attribute("data-state", "waiting")
     shown_scene(page)
+
+
+def test_a_sign_in_leaves_no_error_in_the_console(live_server, new_page):
+    # live_server is werkzeug's, as `flask --app wsgi run` serves; gunicorn is tested in
+    # test_nginx.py and test_faults.py.
+    page, phone = new_page(), new_page()
+    # (The page's first GET /api/me answers 401 by design: Chromium logs that one too.)
+    errors = []
+    page.on("console", lambda message: "WebSocket" in message.text and errors.append(message.text))
+    page.goto(live_server + "/")
+    with page.expect_websocket() as opened:
+        scene = shown_scene(page)  # the socket opens once the QR code is shown
+    socket = opened.value
+
+    scan_with(phone, live_server, scene)
+
+    expect(page.locator("#signed-in")).to_be_visible()
+    deadline = time.monotonic() + 5
+    while not socket.is_closed():
+        assert time.monotonic() < deadline, "the login socket never closed"
+        page.wait_for_timeout(50)
+    assert errors == []

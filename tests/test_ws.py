@@ -293,3 +293,31 @@ def test_a_client_gets_its_slot_back_when_its_socket_ends(
     again, again_attempt = start_login()
     ws = open_socket(again, again_attempt["ws"], forwarded_for="203.0.113.9")
     assert json.loads(ws.recv())["status"] == "waiting"
+
+
+# The close path
+
+
+def test_a_page_that_closed_first_is_let_go_without_an_error(
+    app, live_server, start_login, open_socket, caplog
+):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+    ws.send_close()
+    assert ws_frames(ws) == []  # our close, answered
+
+    app.extensions["wechat_login"].hub.go_away()  # the server now closes what is closed
+
+    wait_until_no_socket_waits(app)
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_MAX_SOCKETS": 1}])
+def test_a_full_worker_closes_new_sockets_with_1013(live_server, start_login, open_socket):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+
+    other, other_attempt = start_login()
+    assert ws_frames(open_socket(other, other_attempt["ws"]), code=1013) == []

@@ -7,9 +7,11 @@ Frames (JSON text): ``{"status": "waiting", "expires_in": N}`` at once; ``{"stat
 ("going away") at once; the page reconnects, to another worker.
 """
 
+import contextlib
 import json
 import logging
 import queue
+import socket
 import time
 from typing import Any
 
@@ -18,6 +20,7 @@ from flask import Blueprint, abort, current_app, g, request
 from simple_websocket import Server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
 
 from ..extensions import client_network, login_service, sock
 from ..login.hub import REPLACED
@@ -78,6 +81,14 @@ def login_socket(ws: Server, scene: str) -> None:
         _serve(ws, scene)
     except OSError:
         pass  # the browser left mid-send; it resumes by reconnecting
+    finally:
+        # The close handshake is over (or the browser is gone): close the connection now, as
+        # the server should (RFC 6455, 7.1.1), before the WSGI server can write anything more.
+        # werkzeug's (`flask run`) writes an HTTP response after every websocket, which the
+        # browser reads as a frame ("Invalid frame header"); on a shut connection that write
+        # fails, and werkzeug takes it for a client that left. gunicorn writes nothing.
+        with contextlib.suppress(OSError):
+            ws.sock.shutdown(socket.SHUT_RDWR)
 
 
 def _serve(ws: Server, scene: str) -> None:
@@ -88,7 +99,7 @@ def _serve(ws: Server, scene: str) -> None:
     cap = current_app.config["LOGIN_MAX_SOCKETS"]
     if cap and service.hub.waiting_count() >= cap:
         # Full: keep the slots WeChat's callback needs; the page tries again shortly.
-        ws.close(reason=CloseReason.TRY_AGAIN_LATER, message="try again later")
+        _close_handshake(ws, CloseReason.TRY_AGAIN_LATER)
         return
     with service.hub.waiting(scene, g.client) as wakeups:
         attempt = _reread(scene, g.attempt)
@@ -174,4 +185,6 @@ def _close_handshake(ws: Server, code: int) -> None:
         ws.sock.send(ws.ws.send(CloseConnection(code)))
     except OSError:
         return
+    except LocalProtocolError:
+        return  # the browser closed first (the page does on "confirmed"); that was answered
     ws.thread.join(CLOSE_HANDSHAKE_SECONDS)

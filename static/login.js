@@ -17,6 +17,11 @@ const REFUSALS_MEANING_EXPIRED = 2;
 // The server's "expired" frame decides; the local countdown only takes over
 // this long after zero, for a connection that went silent or hangs.
 const EXPIRY_GRACE_MS = 5000;
+// The server's close code for a socket sent away because newer tabs of this
+// browser wait on the same QR code (REPLACED_CLOSE_CODE in app/views/ws.py).
+// Such a tab stops rather than reconnects, or tabs would send each other away
+// in turn; it resumes when the person looks at it again.
+const REPLACED_CLOSE_CODE = 4001;
 
 const TEXT = {
   loadingQr: '正在获取二维码…',
@@ -26,6 +31,7 @@ const TEXT = {
   reconnecting: '连接中断，正在重新连接…',
   expired: '二维码已失效',
   cancelled: '已取消登录',
+  replaced: '已在其他标签页打开',
   unionidMissing: '未绑定开放平台',
 };
 
@@ -62,6 +68,7 @@ const VISIBLE_IN = {
   scanned: ['login', 'qrFrame', 'qrImage', 'overlay', 'status', 'countdown'],
   expired: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
   cancelled: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
+  replaced: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
   error: ['login', 'error'],
   'signed-in': ['signedIn'],
 };
@@ -156,8 +163,13 @@ function connect(a) {
     handleFrame(a, parseFrame(event.data));
   });
   // "error" is always followed by "close", so "close" alone drives reconnects.
-  socket.addEventListener('close', () => {
-    if (a === attempt && a.socket === socket) reconnectLater(a);
+  socket.addEventListener('close', (event) => {
+    if (a !== attempt || a.socket !== socket) return;
+    if (event.code === REPLACED_CLOSE_CODE) {
+      stepAside(a);
+    } else {
+      reconnectLater(a);
+    }
   });
 }
 
@@ -211,6 +223,14 @@ function handleFrame(a, frame) {
       // A status this page does not know yet: keep waiting for the next frame.
       break;
   }
+}
+
+// Newer tabs wait on this QR code: stop here, and take it up again (from the
+// server, which sends the oldest other tab away) when this tab is looked at.
+function stepAside(a) {
+  stopListening(a);
+  showOverlay('replaced', TEXT.replaced);
+  qrDueWhenVisible = document.visibilityState !== 'visible';
 }
 
 function expire(a) {

@@ -199,3 +199,30 @@ def test_a_sign_in_leaves_no_error_in_the_console(live_server, new_page):
         assert time.monotonic() < deadline, "the login socket never closed"
         page.wait_for_timeout(50)
     assert errors == []
+
+
+def test_a_third_tab_sends_the_oldest_away_and_the_tabs_do_not_take_turns(
+    app, live_server, new_page
+):
+    context = new_page().context  # one browser: its tabs share the binding cookie and the QR
+    tabs = [context.pages[0]]
+    tabs[0].goto(live_server + "/")
+    scene = shown_scene(tabs[0])
+    for _ in range(2):
+        tab = context.new_page()
+        tab.goto(live_server + "/")
+        assert shown_scene(tab) == scene
+        tabs.append(tab)
+
+    oldest, *newer = tabs
+    expect(oldest.locator("body")).to_have_attribute("data-state", "replaced")
+    expect(oldest.locator("#qr-overlay-text")).to_have_text("已在其他标签页打开")
+    for tab in newer:
+        expect(tab.locator("body")).to_have_attribute("data-state", "waiting")
+    # The one sent away stays away: the two others keep their sockets.
+    assert app.extensions["wechat_login"].hub.waiting_count() == 2
+
+    openid = scan_with(new_page(), live_server, scene)
+    for tab in newer:
+        expect(tab.locator("#user-openid")).to_have_text(openid)
+    expect(oldest.locator("body")).to_have_attribute("data-state", "replaced")

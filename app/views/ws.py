@@ -4,7 +4,9 @@ Frames (JSON text): ``{"status": "waiting", "expires_in": N}`` at once; ``{"stat
 "scanned"}`` when the scanner is asked to confirm in WeChat; then exactly one of
 ``{"status": "confirmed", "code": str}``, ``{"status": "cancelled"}`` or ``{"status":
 "expired"}``, then a close handshake. A worker shutting down closes its sockets with 1001
-("going away") at once; the page reconnects, to another worker.
+("going away") at once; the page reconnects, to another worker. A worker at
+``LOGIN_MAX_SOCKETS`` closes new ones with 1013; a third socket on one attempt sends the
+oldest away with ``REPLACED_CLOSE_CODE``, on which the page does not reconnect.
 """
 
 import contextlib
@@ -47,9 +49,9 @@ IDLE_CHECK_SECONDS = 15.0
 
 @bp.before_request
 def only_the_browser_that_asked() -> None:
-    """Refuse the handshake (no upgrade, no data) unless it comes from one of our pages in the
-    browser that owns the attempt (else 403), from a client holding fewer than
-    ``LOGIN_MAX_SOCKETS_PER_IP`` sockets on this worker (else 429)."""
+    """Refuse the handshake (no upgrade, no data): 429 to a client already holding
+    ``LOGIN_MAX_SOCKETS_PER_IP`` sockets on this worker, 403 unless it comes from one of our
+    pages in the browser that owns the attempt."""
     require_same_origin()
     # Per worker, like LOGIN_MAX_SOCKETS: the slots this protects are the worker's own, so
     # one client (an address, or an IPv6 /64) can never take more than this share of any

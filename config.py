@@ -168,6 +168,11 @@ class Config:
     #: 1013 "try again later" and the page reconnects. gunicorn.conf.py sets it below the
     #: worker's connection limit, so that WeChat's callback always finds a free slot.
     LOGIN_MAX_SOCKETS = _env_int("LOGIN_MAX_SOCKETS", 0)
+    #: Waiting sockets one client (an IPv4 address, or an IPv6 /64) holds at most on one
+    #: worker (0: no cap); its further handshakes are refused with 429. Generous enough for an
+    #: office behind one NAT, and far below LOGIN_MAX_SOCKETS, so that no single client can
+    #: fill a worker and leave others a 1013.
+    LOGIN_MAX_SOCKETS_PER_IP = _env_int("LOGIN_MAX_SOCKETS_PER_IP", 200)
     #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts).
     LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
 

@@ -7,6 +7,7 @@ signatures), ``"wechat_forwarder"`` (a ``Forwarder``, or None) and ``"limiter"``
 (Flask-Limiter, one per app).
 """
 
+import ipaddress
 import logging
 
 import redis
@@ -26,9 +27,38 @@ POOL_WAIT_SECONDS = 5
 sock = Sock()
 
 
+def client_address() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address (from a trusted proxy's header only when ``TRUSTED_PROXIES``).
+
+    Returns:
+        The address, or None when there is none or it is not an IP address: ``ProxyFix``
+        copies whatever the trusted hop's ``X-Forwarded-For`` holds, unchecked.
+    """
+    try:
+        return ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return None
+
+
+def client_network() -> str:
+    """Who a per-client limit counts: the client's IPv4 address, or the /64 network of its
+    IPv6 address (one subscriber's usual allotment: its 2**64 addresses cost nothing to
+    spread over), or ``"unknown"``."""
+    address = client_address()
+    if address is None:
+        return "unknown"
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network((address, 64), strict=False))
+
+
 def client_ip() -> str:
-    """The client's address (from a trusted proxy's header only when ``TRUSTED_PROXIES``)."""
-    return request.remote_addr or "unknown"
+    """The client's address as text (``"unknown"`` when ``client_address`` has none), for
+    rate-limit keys and the scanner's message."""
+    address = client_address()
+    return str(address) if address is not None else "unknown"
 
 
 def init_redis(app: Flask) -> tuple[redis.Redis, redis.Redis]:

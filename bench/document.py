@@ -125,7 +125,8 @@ def _method(results: Results) -> str:
   --workers 2 wsgi:app` (gevent workers, `worker_connections` 6000, the open-file limit raised
   and `LOGIN_MAX_SOCKETS` set by `gunicorn.conf.py`), in emulator mode (`APP_ENV=development`, no
   `WECHAT_APP_ID`) with `REDIS_URL` on loopback, `LOGIN_RATE_LIMIT=off`,
-  `LOGIN_QR_EXPIRE_SECONDS=900`. In emulator mode the WeChat API calls (`access_token`, the
+  `LOGIN_MAX_SOCKETS_PER_IP=0` (every page comes from loopback), `LOGIN_QR_EXPIRE_SECONDS=900`.
+  In emulator mode the WeChat API calls (`access_token`, the
   `user/info` look-up after each login) are answered inside the server process, so their CPU
   counts here; in production it is WeChat's.
 - **Load generator**: this process, separate from the server and on the same

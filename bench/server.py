@@ -79,6 +79,8 @@ class Server:
             "REDIS_URL": redis_url,
             "SECRET_KEY": SECRET_KEY,
             "LOGIN_RATE_LIMIT": "off",
+            # Every page of the load comes from loopback: one client, as the server sees it.
+            "LOGIN_MAX_SOCKETS_PER_IP": "0",
             "LOGIN_QR_EXPIRE_SECONDS": str(qr_expire_seconds),
             # Emulator mode and plaintext callbacks, whatever this shell has set.
             "WECHAT_APP_ID": "",

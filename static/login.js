@@ -23,6 +23,12 @@ const EXPIRY_GRACE_MS = 5000;
 // calling the account unbound.
 const UNIONID_RECHECKS_MS = [1000, 2000, 3000, 4000];
 
+// The server's close code for a socket sent away because newer tabs of this
+// browser wait on the same QR code (REPLACED_CLOSE_CODE in app/views/ws.py).
+// Such a tab stops rather than reconnects, or tabs would send each other away
+// in turn; it resumes when the person looks at it again.
+const REPLACED_CLOSE_CODE = 4001;
+
 const TEXT = {
   loadingQr: '正在获取二维码…',
   waiting: '请使用微信扫一扫登录',
@@ -32,6 +38,7 @@ const TEXT = {
   expired: '二维码已失效',
   cancelled: '已取消登录',
   unionidPending: '查询中…',
+  replaced: '已在其他标签页打开',
   unionidMissing: '未绑定开放平台',
 };
 
@@ -68,6 +75,7 @@ const VISIBLE_IN = {
   scanned: ['login', 'qrFrame', 'qrImage', 'overlay', 'status', 'countdown'],
   expired: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
   cancelled: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
+  replaced: ['login', 'qrFrame', 'qrImage', 'overlay', 'qrRefresh', 'status'],
   error: ['login', 'error'],
   'signed-in': ['signedIn'],
 };
@@ -164,8 +172,13 @@ function connect(a) {
     handleFrame(a, parseFrame(event.data));
   });
   // "error" is always followed by "close", so "close" alone drives reconnects.
-  socket.addEventListener('close', () => {
-    if (a === attempt && a.socket === socket) reconnectLater(a);
+  socket.addEventListener('close', (event) => {
+    if (a !== attempt || a.socket !== socket) return;
+    if (event.code === REPLACED_CLOSE_CODE) {
+      stepAside(a);
+    } else {
+      reconnectLater(a);
+    }
   });
 }
 
@@ -219,6 +232,14 @@ function handleFrame(a, frame) {
       // A status this page does not know yet: keep waiting for the next frame.
       break;
   }
+}
+
+// Newer tabs wait on this QR code: stop here, and take it up again (from the
+// server, which sends the oldest other tab away) when this tab is looked at.
+function stepAside(a) {
+  stopListening(a);
+  showOverlay('replaced', TEXT.replaced);
+  qrDueWhenVisible = document.visibilityState !== 'visible';
 }
 
 function expire(a) {

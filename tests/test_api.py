@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 
 from app.emulator.state import EmulatorState
+from app.wechat.messages import MAX_MESSAGE_BYTES
 from tests.conftest import fixture_xml, page_client, signed_query
 
 SCANNER = "oApiScanner00000000000000001"
@@ -339,3 +340,71 @@ def test_a_session_unreadable_for_lack_of_redis_is_a_clear_503(client, caplog, p
     assert "服务暂时不可用" in body
     assert "Traceback" not in caplog.text
     assert not [record for record in caplog.records if record.exc_info]
+
+
+# HTTP hygiene: body limits, hostile JSON, caching
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/login/qrcode"),
+        ("POST", "/api/login/redeem"),
+        ("POST", "/api/logout"),
+        ("GET", "/api/me"),
+        ("POST", "/_emulator/api/faults"),
+        ("GET", "/"),
+    ],
+)
+def test_every_route_refuses_a_body_over_the_limit_with_413(client, method, path):
+    response = client.open(
+        path, method=method, data=b"x" * (MAX_MESSAGE_BYTES + 1), content_type="application/json"
+    )
+
+    assert response.status_code == 413
+    assert response.is_json is path.startswith(("/api/", "/_emulator/api/"))
+
+
+def test_a_body_at_the_limit_is_read(client):
+    body = b'{"code": "no-such-code"}'.ljust(MAX_MESSAGE_BYTES)
+
+    response = client.post("/api/login/redeem", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_code"
+
+
+@pytest.mark.parametrize("nesting", ["[" * 50_000, '{"code":' * 7_000], ids=["arrays", "objects"])
+def test_deeply_nested_json_is_a_bad_request_not_a_500(client, caplog, nesting):
+    start_attempt(client)
+
+    response = client.post("/api/login/redeem", data=nesting, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_request"
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+def test_answers_that_carry_identity_or_codes_are_never_stored(client, code):
+    scene = start_attempt(client)["scene"]
+    answers = {
+        "qrcode": client.post("/api/login/qrcode"),
+        "me 401": client.get("/api/me"),
+        "bad redeem": client.post("/api/login/redeem", json={"code": "no-such-code"}),
+        "redeem": client.post("/api/login/redeem", json={"code": code}),
+        "me": client.get("/api/me"),
+        "logout": client.post("/api/logout"),
+        "callback": client.post(
+            "/wechat/callback",
+            query_string=signed_query(openid=SCANNER),
+            data=fixture_xml("scan", openid=SCANNER, scene=scene),
+        ),
+        "callback 403": client.post("/wechat/callback", query_string={"signature": "forged"}),
+        "verification": client.get(
+            "/wechat/callback", query_string=signed_query(echostr="2718281828")
+        ),
+    }
+
+    assert {name: answer.headers.get("Cache-Control") for name, answer in answers.items()} == {
+        name: "no-store" for name in answers
+    }

@@ -3,6 +3,7 @@ emulated phone, and the waiting page signs in, with no reload."""
 
 import os
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -205,3 +206,52 @@ def test_wechat_failure_is_explained_and_retry_works(live_server, new_page, faul
     page.locator("#retry").click()
     expect(page.locator("body")).to_have_attribute("data-state", "waiting")
     shown_scene(page)
+
+
+def test_a_sign_in_leaves_no_error_in_the_console(live_server, new_page):
+    # live_server is werkzeug's, as `flask --app wsgi run` serves; gunicorn is tested in
+    # test_nginx.py and test_faults.py.
+    page, phone = new_page(), new_page()
+    # (The page's first GET /api/me answers 401 by design: Chromium logs that one too.)
+    errors = []
+    page.on("console", lambda message: "WebSocket" in message.text and errors.append(message.text))
+    page.goto(live_server + "/")
+    with page.expect_websocket() as opened:
+        scene = shown_scene(page)  # the socket opens once the QR code is shown
+    socket = opened.value
+
+    scan_with(phone, live_server, scene)
+
+    expect(page.locator("#signed-in")).to_be_visible()
+    deadline = time.monotonic() + 5
+    while not socket.is_closed():
+        assert time.monotonic() < deadline, "the login socket never closed"
+        page.wait_for_timeout(50)
+    assert errors == []
+
+
+def test_a_third_tab_sends_the_oldest_away_and_the_tabs_do_not_take_turns(
+    app, live_server, new_page
+):
+    context = new_page().context  # one browser: its tabs share the binding cookie and the QR
+    tabs = [context.pages[0]]
+    tabs[0].goto(live_server + "/")
+    scene = shown_scene(tabs[0])
+    for _ in range(2):
+        tab = context.new_page()
+        tab.goto(live_server + "/")
+        assert shown_scene(tab) == scene
+        tabs.append(tab)
+
+    oldest, *newer = tabs
+    expect(oldest.locator("body")).to_have_attribute("data-state", "replaced")
+    expect(oldest.locator("#qr-overlay-text")).to_have_text("已在其他标签页打开")
+    for tab in newer:
+        expect(tab.locator("body")).to_have_attribute("data-state", "waiting")
+    # The one sent away stays away: the two others keep their sockets.
+    assert app.extensions["wechat_login"].hub.waiting_count() == 2
+
+    openid = scan_with(new_page(), live_server, scene)
+    for tab in newer:
+        expect(tab.locator("#user-openid")).to_have_text(openid)
+    expect(oldest.locator("body")).to_have_attribute("data-state", "replaced")

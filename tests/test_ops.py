@@ -85,6 +85,36 @@ def test_metrics_judge_the_client_behind_a_trusted_proxy_not_the_proxy(client):
     assert from_internet.status_code == 403
 
 
+@pytest.mark.parametrize("app_overrides", [{"TRUSTED_PROXIES": 1}])
+@pytest.mark.parametrize(
+    ("forwarded_for", "status"),
+    [
+        ("not-an-address", 403),
+        ("10.0.0.7:51234", 403),
+        ("999.1.1.1", 403),
+        ("unknown", 403),
+        ("10.0.0.7", 200),
+        ("::1", 200),
+    ],
+)
+def test_a_malformed_forwarded_for_is_refused_not_a_500(client, forwarded_for, status):
+    response = client.get(
+        "/metrics",
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        headers={"X-Forwarded-For": forwarded_for},
+    )
+
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize("app_overrides", [{"TRUSTED_PROXIES": 1}])
+def test_a_malformed_forwarded_for_is_never_shown_to_the_scanner(app, client):
+    headers = {"X-Forwarded-For": "<script>"}
+    scene = client.post("/api/login/qrcode", headers=headers).get_json()["scene"]
+
+    assert app.extensions["wechat_login"].store.get_attempt(scene).context.ip == "unknown"
+
+
 # Logs
 
 

@@ -7,6 +7,7 @@ import pytest
 import requests
 import websocket
 
+from app.views.ws import REPLACED_CLOSE_CODE
 from tests.conftest import fixture_xml, signed_query, ws_frames
 
 
@@ -36,11 +37,17 @@ def start_login(live_server, closing):
 
 @pytest.fixture
 def open_socket(closing):
-    """Returns a function: open the login socket with a browser's cookies."""
+    """Returns a function: open the login socket with a browser's cookies (and, behind a
+    trusted proxy, the client address it forwards)."""
 
-    def open_(browser: requests.Session, url: str) -> websocket.WebSocket:
+    def open_(
+        browser: requests.Session, url: str, forwarded_for: str | None = None
+    ) -> websocket.WebSocket:
         cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
-        ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=5)
+        header = [f"Cookie: {cookie}"]
+        if forwarded_for is not None:  # the client's address, as our trusted proxy says
+            header.append(f"X-Forwarded-For: {forwarded_for}")
+        ws = websocket.create_connection(url, header=header, timeout=5)
         # shutdown(), not close(): after the server's close frame close() leaves the socket open.
         closing(ws.shutdown)
         return ws
@@ -168,3 +175,149 @@ def test_server_keeps_the_connection_alive_with_pings(live_server, start_login, 
     assert json.loads(ws.recv())["status"] == "waiting"
     opcode, _ = ws.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_PING
+
+
+# Two tabs of one browser share its attempt (its live QR code)
+
+#: A sweep that never comes within a test: only the push can deliver.
+SLOW_SWEEP = {"LOGIN_RECHECK_SECONDS": 60}
+
+
+@pytest.mark.parametrize("app_overrides", [SLOW_SWEEP])
+def test_two_tabs_on_one_attempt_both_get_confirmed_by_the_push(
+    live_server, start_login, open_socket
+):
+    browser, attempt = start_login()
+    tabs = [open_socket(browser, attempt["ws"]) for _ in range(2)]
+    for tab in tabs:
+        assert json.loads(tab.recv())["status"] == "waiting"
+
+    scan(live_server, attempt["scene"])
+
+    codes = []
+    for tab in tabs:
+        tab.settimeout(2)  # well before the sweep: the push woke both
+        [confirmed] = ws_frames(tab)
+        assert confirmed["status"] == "confirmed"
+        codes.append(confirmed["code"])
+    assert codes[0] == codes[1]
+
+
+@pytest.mark.parametrize("app_overrides", [SLOW_SWEEP])
+def test_going_away_closes_both_tabs_of_one_attempt_with_1001(
+    app, live_server, start_login, open_socket
+):
+    browser, attempt = start_login()
+    tabs = [open_socket(browser, attempt["ws"]) for _ in range(2)]
+    for tab in tabs:
+        assert json.loads(tab.recv())["status"] == "waiting"
+
+    app.extensions["wechat_login"].hub.go_away()
+
+    for tab in tabs:
+        tab.settimeout(1)
+        assert ws_frames(tab, code=1001) == []
+
+
+# Fair limits: no client can take the slots another needs
+
+
+def test_a_third_socket_on_one_attempt_sends_the_oldest_away(live_server, start_login, open_socket):
+    browser, attempt = start_login()
+    oldest, *others = [open_socket(browser, attempt["ws"]) for _ in range(2)]
+    for ws in (oldest, *others):
+        assert json.loads(ws.recv())["status"] == "waiting"
+
+    newest = open_socket(browser, attempt["ws"])
+    assert json.loads(newest.recv())["status"] == "waiting"
+
+    # A code the page does not reconnect on: two tabs never take turns sending each other away.
+    oldest.settimeout(2)
+    assert ws_frames(oldest, code=REPLACED_CLOSE_CODE) == []
+    scan(live_server, attempt["scene"])
+    for ws in (*others, newest):
+        assert [frame["status"] for frame in ws_frames(ws)] == ["confirmed"]
+
+
+def wait_until_no_socket_waits(app) -> None:
+    """Until the server's side of every socket has ended (it runs on its own thread)."""
+    hub = app.extensions["wechat_login"].hub
+    deadline = time.monotonic() + 5
+    while hub.waiting_count():
+        assert time.monotonic() < deadline, "a socket is still held"
+        time.sleep(0.05)
+
+
+#: Two sockets per client address, three per worker: a client reaches its own cap first.
+SMALL_CAPS = {"TRUSTED_PROXIES": 1, "LOGIN_MAX_SOCKETS_PER_IP": 2, "LOGIN_MAX_SOCKETS": 3}
+
+
+@pytest.mark.parametrize("app_overrides", [SMALL_CAPS])
+@pytest.mark.parametrize(
+    ("attacker", "neighbour"),
+    [("203.0.113.5", "203.0.113.5"), ("2001:db8:1:2::5", "2001:db8:1:2:ffff::6")],
+    ids=["ipv4", "ipv6-same-64"],
+)
+def test_one_client_cannot_fill_the_sockets_of_a_worker(
+    live_server, start_login, open_socket, attacker, neighbour
+):
+    bots = [start_login() for _ in range(2)]
+    for browser, attempt in bots:
+        ws = open_socket(browser, attempt["ws"], forwarded_for=attacker)
+        assert json.loads(ws.recv())["status"] == "waiting"
+
+    # Over its cap, the same client (or another address of its IPv6 /64) is refused before
+    # the upgrade, and costs the worker no socket...
+    browser, attempt = start_login()
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        open_socket(browser, attempt["ws"], forwarded_for=neighbour)
+    assert refused.value.status_code == 429
+
+    # ... so a victim elsewhere still gets in, not a 1013.
+    victim, victim_attempt = start_login()
+    ws = open_socket(victim, victim_attempt["ws"], forwarded_for="198.51.100.7")
+    assert json.loads(ws.recv())["status"] == "waiting"
+
+
+@pytest.mark.parametrize("app_overrides", [{**SMALL_CAPS, "LOGIN_MAX_SOCKETS_PER_IP": 1}])
+def test_a_client_gets_its_slot_back_when_its_socket_ends(
+    app, live_server, start_login, open_socket
+):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"], forwarded_for="203.0.113.9")
+    assert json.loads(ws.recv())["status"] == "waiting"
+    scan(live_server, attempt["scene"])
+    assert [frame["status"] for frame in ws_frames(ws)] == ["confirmed"]
+
+    wait_until_no_socket_waits(app)
+    again, again_attempt = start_login()
+    ws = open_socket(again, again_attempt["ws"], forwarded_for="203.0.113.9")
+    assert json.loads(ws.recv())["status"] == "waiting"
+
+
+# The close path
+
+
+def test_a_page_that_closed_first_is_let_go_without_an_error(
+    app, live_server, start_login, open_socket, caplog
+):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+    ws.send_close()
+    assert ws_frames(ws) == []  # our close, answered
+
+    app.extensions["wechat_login"].hub.go_away()  # the server now closes what is closed
+
+    wait_until_no_socket_waits(app)
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_MAX_SOCKETS": 1}])
+def test_a_full_worker_closes_new_sockets_with_1013(live_server, start_login, open_socket):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+
+    other, other_attempt = start_login()
+    assert ws_frames(open_socket(other, other_attempt["ws"]), code=1013) == []

@@ -10,6 +10,7 @@ sweeps its waiters about once a second (one pipelined read of every status it wa
 wakes those whose attempt moved on, so a message it missed costs at most a sweep, never a login.
 """
 
+import collections
 import json
 import logging
 import os
@@ -29,6 +30,14 @@ RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 #: Statuses read per pipeline by the sweep.
 SWEEP_BATCH = 1000
+
+#: Waiters one process keeps per scene: two tabs of a browser share its attempt; a third
+#: sends the oldest away, so no browser can hold sockets without end on one QR code.
+MAX_WAITERS_PER_SCENE = 2
+
+#: Put in a waiter's queue, instead of its scene, when a newer waiter took its place: it
+#: should leave for good (no login scene is spelled like this).
+REPLACED = "replaced"
 
 
 class LoginHub:
@@ -54,7 +63,9 @@ class LoginHub:
         self._statuses = statuses
         self._sweep_seconds = sweep_seconds
         self._channel = channel
-        self._waiters: dict[str, set[queue.SimpleQueue[str]]] = {}
+        # Oldest first, so that a third waiter on a scene can send the oldest away.
+        self._waiters: dict[str, list[queue.SimpleQueue[str]]] = {}
+        self._per_client: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._listener_pid: int | None = None
@@ -72,26 +83,42 @@ class LoginHub:
         self._publish({"type": "attempt", "scene": scene})
 
     @contextmanager
-    def waiting(self, scene: str) -> Iterator[queue.SimpleQueue[str]]:
+    def waiting(self, scene: str, client: str = "") -> Iterator[queue.SimpleQueue[str]]:
         """Register a waiter for ``scene`` for the duration of the ``with`` block.
 
+        Args:
+            scene: the attempt waited on.
+            client: who waits (the client's address or network), counted by
+                ``waiting_count(client)`` until the block ends.
+
         Yields:
-            A queue that receives the scene each time its attempt may have changed. The caller
-            must read the state after entering the block, and again on every wake or timeout.
+            A queue that receives the scene each time its attempt may have changed, or
+            ``REPLACED`` once a newer waiter on the scene took its place (the
+            ``MAX_WAITERS_PER_SCENE`` newest are kept). The caller must read the state after
+            entering the block, and again on every wake or timeout.
         """
         self._ensure_listener()
         wakeups: queue.SimpleQueue[str] = queue.SimpleQueue()
         with self._lock:
-            self._waiters.setdefault(scene, set()).add(wakeups)
+            waiters = self._waiters.setdefault(scene, [])
+            waiters.append(wakeups)
+            replaced = waiters[:-MAX_WAITERS_PER_SCENE]
+            del waiters[:-MAX_WAITERS_PER_SCENE]
+            self._per_client[client] += 1
+        for oldest in replaced:
+            oldest.put(REPLACED)
         WAITING_SOCKETS.inc()
         try:
             yield wakeups
         finally:
             WAITING_SOCKETS.dec()
             with self._lock:
+                self._per_client[client] -= 1
+                if not self._per_client[client]:
+                    del self._per_client[client]
                 waiters = self._waiters.get(scene)
-                if waiters is not None:
-                    waiters.discard(wakeups)
+                if waiters is not None and wakeups in waiters:
+                    waiters.remove(wakeups)
                     if not waiters:
                         del self._waiters[scene]
 
@@ -99,10 +126,13 @@ class LoginHub:
         """Start this process's listener (and sweep) now rather than at the first waiter."""
         self._ensure_listener()
 
-    def waiting_count(self) -> int:
-        """How many waiters this process holds."""
+    def waiting_count(self, client: str | None = None) -> int:
+        """How many waiters this process holds: all, or those of ``client`` (as passed to
+        ``waiting``), including any sent away but not yet gone."""
         with self._lock:
-            return sum(len(waiters) for waiters in self._waiters.values())
+            if client is not None:
+                return self._per_client[client]
+            return sum(self._per_client.values())
 
     def go_away(self) -> None:
         """Wake every waiter for good: this process is shutting down (``going_away`` is True),

@@ -48,7 +48,6 @@ def create_login_qrcode() -> Response:
         expires_in=qrcode.expire_seconds,
         ws=url_for("ws.login_socket", scene=attempt.scene, _external=True, _scheme=scheme),
     )
-    response.headers["Cache-Control"] = "no-store"
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response

@@ -1,6 +1,5 @@
 """For load balancers, orchestrators and Prometheus: ``/healthz``, ``/readyz``, ``/metrics``."""
 
-import ipaddress
 import os
 
 import redis
@@ -8,7 +7,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ..extensions import client_ip, login_service
+from ..extensions import client_address, login_service
 
 bp = Blueprint("ops", __name__)
 
@@ -52,8 +51,9 @@ def metrics() -> Response:
     Behind a reverse proxy, set ``TRUSTED_PROXIES`` (or block ``/metrics`` at the proxy): the
     proxy's own loopback address must not stand for the client's.
     """
-    address = ipaddress.ip_address(client_ip())
-    if not any(address in network for network in current_app.config["METRICS_ALLOWED_NETWORKS"]):
+    address = client_address()
+    allowed = current_app.config["METRICS_ALLOWED_NETWORKS"]
+    if address is None or not any(address in network for network in allowed):
         abort(403, "metrics are not served to this address")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -4,12 +4,16 @@ Frames (JSON text): ``{"status": "waiting", "expires_in": N}`` at once; ``{"stat
 "scanned"}`` when the scanner is asked to confirm in WeChat; then exactly one of
 ``{"status": "confirmed", "code": str}``, ``{"status": "cancelled"}`` or ``{"status":
 "expired"}``, then a close handshake. A worker shutting down closes its sockets with 1001
-("going away") at once; the page reconnects, to another worker.
+("going away") at once; the page reconnects, to another worker. A worker at
+``LOGIN_MAX_SOCKETS`` closes new ones with 1013; a third socket on one attempt sends the
+oldest away with ``REPLACED_CLOSE_CODE``, on which the page does not reconnect.
 """
 
+import contextlib
 import json
 import logging
 import queue
+import socket
 import time
 from typing import Any
 
@@ -18,8 +22,10 @@ from flask import Blueprint, abort, current_app, g, request
 from simple_websocket import Server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
 
-from ..extensions import login_service, sock
+from ..extensions import client_network, login_service, sock
+from ..login.hub import REPLACED
 from ..login.store import Attempt, Status
 from ..metrics import EXPIRED, SCAN_TO_PUSH
 from .cookies import browser_hash
@@ -28,6 +34,10 @@ from .security import require_same_origin
 log = logging.getLogger(__name__)
 
 bp = Blueprint("ws", __name__)
+
+#: Close code for a socket sent away because a newer one waits on the same attempt (a third
+#: tab of the browser): the page stops rather than reconnects, so tabs never take turns.
+REPLACED_CLOSE_CODE = 4001
 
 #: How long to wait for the browser's answer to our close frame, in seconds.
 CLOSE_HANDSHAKE_SECONDS = 2.0
@@ -39,9 +49,18 @@ IDLE_CHECK_SECONDS = 15.0
 
 @bp.before_request
 def only_the_browser_that_asked() -> None:
-    """Refuse the handshake (403, no upgrade, no data) unless it comes from one of our pages in
-    the browser that owns the attempt."""
+    """Refuse the handshake (no upgrade, no data): 429 to a client already holding
+    ``LOGIN_MAX_SOCKETS_PER_IP`` sockets on this worker, 403 unless it comes from one of our
+    pages in the browser that owns the attempt."""
     require_same_origin()
+    # Per worker, like LOGIN_MAX_SOCKETS: the slots this protects are the worker's own, so
+    # one client (an address, or an IPv6 /64) can never take more than this share of any
+    # worker, however many workers there are; and nothing can leak a count when a worker dies.
+    # Refused before the upgrade, so that refusals cost no socket.
+    per_client = current_app.config["LOGIN_MAX_SOCKETS_PER_IP"]
+    g.client = client_network()
+    if per_client and login_service().hub.waiting_count(g.client) >= per_client:
+        abort(429, "too many login pages from this address")
     scene = (request.view_args or {}).get("scene", "")
     owner = browser_hash()
     attempt = login_service().store.get_attempt(scene) if owner and len(scene) <= 64 else None
@@ -64,6 +83,14 @@ def login_socket(ws: Server, scene: str) -> None:
         _serve(ws, scene)
     except OSError:
         pass  # the browser left mid-send; it resumes by reconnecting
+    finally:
+        # The close handshake is over (or the browser is gone): close the connection now, as
+        # the server should (RFC 6455, 7.1.1), before the WSGI server can write anything more.
+        # werkzeug's (`flask run`) writes an HTTP response after every websocket, which the
+        # browser reads as a frame ("Invalid frame header"); on a shut connection that write
+        # fails, and werkzeug takes it for a client that left. gunicorn writes nothing.
+        with contextlib.suppress(OSError):
+            ws.sock.shutdown(socket.SHUT_RDWR)
 
 
 def _serve(ws: Server, scene: str) -> None:
@@ -74,9 +101,9 @@ def _serve(ws: Server, scene: str) -> None:
     cap = current_app.config["LOGIN_MAX_SOCKETS"]
     if cap and service.hub.waiting_count() >= cap:
         # Full: keep the slots WeChat's callback needs; the page tries again shortly.
-        ws.close(reason=CloseReason.TRY_AGAIN_LATER, message="try again later")
+        _close_handshake(ws, CloseReason.TRY_AGAIN_LATER)
         return
-    with service.hub.waiting(scene) as wakeups:
+    with service.hub.waiting(scene, g.client) as wakeups:
         attempt = _reread(scene, g.attempt)
         ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt)}))
         told_scanned = False
@@ -86,12 +113,17 @@ def _serve(ws: Server, scene: str) -> None:
                 told_scanned = True
             left = attempt.expires_at - time.time()
             try:
-                wakeups.get(timeout=max(min(IDLE_CHECK_SECONDS, left), 0.01))
+                wakeup = wakeups.get(timeout=max(min(IDLE_CHECK_SECONDS, left), 0.01))
             except queue.Empty:
+                wakeup = None
                 if left > IDLE_CHECK_SECONDS:
                     if not _browser_still_listening(ws):
                         return  # gone (it resumes by reconnecting), or talking: closed
                     continue  # nothing happened: no need to ask Redis
+            if wakeup == REPLACED:
+                # Newer tabs of this browser wait on the same QR code: this one steps aside.
+                _close_handshake(ws, REPLACED_CLOSE_CODE)
+                return
             if service.hub.going_away:
                 # Shutting down: tell the page now, not when the grace period runs out; it
                 # reconnects to another worker and reads the same state there.
@@ -146,7 +178,7 @@ def _reread(scene: str, last: Attempt | None) -> Attempt | None:
         return last
 
 
-def _close_handshake(ws: Server, code: CloseReason) -> None:
+def _close_handshake(ws: Server, code: int) -> None:
     # simple-websocket's close() shuts the TCP socket without waiting for the browser's close
     # frame; data still arriving then makes the kernel reset the connection, which can destroy
     # our last frame before the browser reads it. So send the close frame ourselves and let
@@ -155,4 +187,6 @@ def _close_handshake(ws: Server, code: CloseReason) -> None:
         ws.sock.send(ws.ws.send(CloseConnection(code)))
     except OSError:
         return
+    except LocalProtocolError:
+        return  # the browser closed first (the page does on "confirmed"); that was answered
     ws.thread.join(CLOSE_HANDSHAKE_SECONDS)

@@ -277,11 +277,22 @@ async function redeem(a, code) {
     user = await api('POST', '/api/login/redeem', { code });
   } catch (error) {
     // Tabs of one browser share a QR code, and a code works once: another tab may have
-    // signed this browser in already.
-    user = await api('GET', '/api/me').catch(() => null);
+    // signed this browser in already, or be about to (its answer may still be on its way).
+    user = await signedInByAnotherTab();
     if (a === attempt && user === null) showError(error.message, '获取新二维码', newAttempt);
   }
   if (a === attempt && user !== null) showSignedIn(user, { justSignedIn: true });
+}
+
+// The user another tab signed this browser in as, asked a few times over a
+// second or so; null if none did.
+async function signedInByAnotherTab() {
+  for (const wait of [0, 300, 600]) {
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    const user = await api('GET', '/api/me').catch(() => null);
+    if (user !== null) return user;
+  }
+  return null;
 }
 
 // Shows the user; right after a sign-in a missing unionid may still be on its

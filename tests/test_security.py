@@ -78,6 +78,19 @@ def test_the_limit_is_per_ip_and_browser_not_global(app):
     assert [answer.status_code for answer in answers] == [200] * 6
 
 
+@pytest.mark.parametrize("app_overrides", [LIMIT_3], ids=["3-a-minute"])
+def test_addresses_of_one_ipv6_subscriber_share_a_limit(app):
+    answers = [
+        browser(app).post("/api/login/qrcode", **from_ip(f"2001:db8:1:2::{n:x}"))
+        for n in range(1, 5)
+    ]
+    elsewhere = browser(app).post("/api/login/qrcode", **from_ip("2001:db8:1:3::1"))
+
+    assert [answer.status_code for answer in answers[:3]] == [200, 200, 200]
+    assert_rate_limited(answers[3])
+    assert elsewhere.status_code == 200
+
+
 @pytest.mark.parametrize("app_overrides", [{"LOGIN_RATE_LIMIT": "off"}], ids=["off"])
 def test_no_limit_when_off(app, redis_client):
     answers = [browser(app).post("/api/login/qrcode") for _ in range(25)]

@@ -468,10 +468,11 @@ class LoginStore:
         if not attempt.owned_by(browser_hash):
             self._count_foreign_redeem(scene, code, attempt.openid)
             raise RedeemError("code belongs to another browser")
-        # Only one DEL can return 1: that redeem wins, every other loses.
+        # Only one DEL can return 1: that redeem wins, every other loses. The attempt itself
+        # stays for the rest of the code's life: another tab of this browser still waiting on
+        # it must read "confirmed" (and find itself signed in), not "expired".
         if not self._redis.delete(code_key):
             raise RedeemError("code already used")
-        self._redis.delete(self._attempt_key(scene))
         return attempt.openid, scene
 
     def _count_foreign_redeem(self, scene: str, code: str, openid: str) -> None:

@@ -3,7 +3,7 @@
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, session, url_for
 from flask_limiter import Limiter
 
-from ..extensions import client_ip, login_service
+from ..extensions import client_ip, client_network, login_service
 from ..login.qrimage import qr_data_uri
 from ..login.store import AttemptContext, RedeemError
 from ..login.useragent import describe_browser
@@ -60,11 +60,14 @@ def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
     """
     view = app.view_functions["api.create_login_qrcode"]
     message = "获取二维码太频繁了，请稍等片刻再试。"
-    view = limiter.limit(rate, key_func=lambda: "ip:" + client_ip(), error_message=message)(view)
+    # Per IPv4 address or IPv6 /64: a subscriber's 2**64 addresses cost nothing to spread over.
+    view = limiter.limit(rate, key_func=lambda: "ip:" + client_network(), error_message=message)(
+        view
+    )
     # A browser without a binding cookie yet is counted by its address.
     view = limiter.limit(
         rate,
-        key_func=lambda: "browser:" + (browser_hash() or client_ip()),
+        key_func=lambda: "browser:" + (browser_hash() or client_network()),
         error_message=message,
     )(view)
     app.view_functions["api.create_login_qrcode"] = view

@@ -297,11 +297,11 @@ class LateHub(LoginHub):
         self._before_register: Callable[[str], None] | None = before_register
 
     @contextmanager
-    def waiting(self, scene: str) -> Iterator[queue.SimpleQueue[str]]:
+    def waiting(self, scene: str, client: str = "") -> Iterator[queue.SimpleQueue[str]]:
         before_register, self._before_register = self._before_register, None
         if before_register is not None:
             before_register(scene)
-        with super().waiting(scene) as wakeups:
+        with super().waiting(scene, client) as wakeups:
             yield wakeups
 
 

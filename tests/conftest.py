@@ -22,7 +22,7 @@ import pytest
 import redis
 import requests
 import websocket
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
 from app.wechat import signature
@@ -79,14 +79,29 @@ def client(app):
 
 
 @pytest.fixture
-def live_server(app) -> Iterator[str]:
-    """The app served by a threaded werkzeug server on a free loopback port: its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+def serve() -> Iterator[Callable[..., str]]:
+    """Returns a function: serve a WSGI app with a threaded werkzeug server on a free loopback
+    port (https with ``ssl_context``); its base URL. Every server stops at the test's end."""
+    running: list[tuple[BaseWSGIServer, threading.Thread]] = []
+
+    def start(wsgi_app, ssl_context=None) -> str:
+        server = make_server("127.0.0.1", 0, wsgi_app, threaded=True, ssl_context=ssl_context)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        scheme = "https" if ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, thread in running:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def live_server(app, serve) -> str:
+    """The app served on a free loopback port: its base URL."""
+    return serve(app)
 
 
 def ws_frames(ws: websocket.WebSocket, code: int = 1000) -> list[dict]:

@@ -10,7 +10,7 @@ import pytest
 
 from app.emulator.state import EmulatorState
 from app.wechat.messages import MAX_MESSAGE_BYTES
-from tests.conftest import fixture_xml, page_client, signed_query
+from tests.conftest import fixture_xml, page_client, scan, signed_query
 
 SCANNER = "oApiScanner00000000000000001"
 BROWSER_COOKIE = "wxlogin_browser"
@@ -21,18 +21,6 @@ def start_attempt(client, **kwargs) -> dict:
     response = client.post("/api/login/qrcode", **kwargs)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
-
-
-def scan(client, scene: str, openid: str = SCANNER) -> None:
-    """The signed callback WeChat sends when an existing follower scans the QR code."""
-    response = client.post(
-        "/wechat/callback",
-        query_string=signed_query(openid=openid),
-        data=fixture_xml("scan", openid=openid, scene=scene),
-        content_type="text/xml",
-    )
-    assert response.status_code == 200
-    assert "登录成功".encode() in response.data
 
 
 def code_for(redis_client, scene: str) -> str:
@@ -51,7 +39,7 @@ def other_browser(app):
 def code(client, redis_client) -> str:
     """A one-time code for `client`'s attempt, scanned by SCANNER."""
     scene = start_attempt(client)["scene"]
-    scan(client, scene)
+    assert "登录成功" in scan(client, scene, SCANNER)
     return code_for(redis_client, scene)
 
 
@@ -211,7 +199,7 @@ def test_full_login_signs_the_browser_in(client, code):
 def test_session_cookie_is_secure_over_https(client, redis_client):
     https = {"base_url": "https://localhost", "headers": {"Origin": "https://localhost"}}
     scene = start_attempt(client, **https)["scene"]
-    scan(client, scene)
+    assert "登录成功" in scan(client, scene, SCANNER)
 
     redeemed = client.post(
         "/api/login/redeem", json={"code": code_for(redis_client, scene)}, **https
@@ -224,7 +212,7 @@ def test_session_cookie_is_secure_over_https(client, redis_client):
 def test_unionid_arrives_in_the_background(client, redis_client):
     scene = start_attempt(client)["scene"]
     EmulatorState(redis_client).follow(SCANNER, scene)  # only followers have a unionid
-    scan(client, scene)
+    assert "登录成功" in scan(client, scene, SCANNER)
     client.post("/api/login/redeem", json={"code": code_for(redis_client, scene)})
 
     deadline = time.monotonic() + 5

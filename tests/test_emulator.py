@@ -1,12 +1,9 @@
 """The WeChat emulator: its API answers as WeChat does, and its phone posts real callbacks."""
 
-import threading
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from app.emulator import EMULATOR_SETTINGS
 from app.emulator.state import MAX_LISTED_TICKETS, EmulatorState
@@ -162,19 +159,26 @@ def test_phone_page_gives_the_browser_an_openid(client):
     assert client.get_cookie("emulator_openid").value == openid
 
 
-@pytest.mark.parametrize(("follower", "event"), [("new", "subscribe"), ("returning", "SCAN")])
-def test_phone_scan_signs_the_browser_in(live_server, redis_client, follower, event):
+def phone_scan(base: str, follower: str, **headers: str) -> tuple[str, requests.Response]:
+    """A browser asks for a QR code and the emulated phone scans it (``follower``: ``new`` or
+    ``returning``), its request carrying ``headers``: ``(scene, the phone API's answer)``."""
     with requests.Session() as browser:
-        browser.headers["Origin"] = live_server
-        scene = browser.post(f"{live_server}/api/login/qrcode", timeout=5).json()["scene"]
-        qrcodes = browser.get(f"{live_server}/_emulator/api/qrcodes", timeout=5).json()["qrcodes"]
+        browser.headers["Origin"] = base
+        scene = browser.post(f"{base}/api/login/qrcode", timeout=5).json()["scene"]
+        qrcodes = browser.get(f"{base}/_emulator/api/qrcodes", timeout=5).json()["qrcodes"]
         [ticket] = [qrcode["ticket"] for qrcode in qrcodes if qrcode["scene_str"] == scene]
-
         answer = browser.post(
-            f"{live_server}/_emulator/api/scan",
+            f"{base}/_emulator/api/scan",
             json={"ticket": ticket, "follower": follower},
+            headers=headers,
             timeout=10,
         )
+    return scene, answer
+
+
+@pytest.mark.parametrize(("follower", "event"), [("new", "subscribe"), ("returning", "SCAN")])
+def test_phone_scan_signs_the_browser_in(live_server, redis_client, follower, event):
+    scene, answer = phone_scan(live_server, follower)
 
     assert answer.status_code == 200
     scanned = answer.json()
@@ -187,7 +191,7 @@ def test_phone_scan_signs_the_browser_in(live_server, redis_client, follower, ev
 
 
 @pytest.fixture
-def elsewhere() -> Iterator[tuple[list[str], str]]:
+def elsewhere(serve) -> tuple[list[str], str]:
     """A server that is not ours, recording the path of each request it gets: ``(paths,
     "127.0.0.1:<port>")``."""
     paths: list[str] = []
@@ -197,12 +201,7 @@ def elsewhere() -> Iterator[tuple[list[str], str]]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"success"]
 
-    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield paths, f"127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+    return paths, serve(wsgi_app).removeprefix("http://")
 
 
 @pytest.mark.parametrize(
@@ -216,18 +215,7 @@ def test_a_crafted_host_does_not_send_the_phone_elsewhere(
     # The phone posts signed messages: a request naming another host must not make it post
     # them there, where they could be replayed against our callback.
     paths, other_host = elsewhere
-    with requests.Session() as browser:
-        browser.headers["Origin"] = live_server
-        scene = browser.post(f"{live_server}/api/login/qrcode", timeout=5).json()["scene"]
-        qrcodes = browser.get(f"{live_server}/_emulator/api/qrcodes", timeout=5).json()["qrcodes"]
-        [ticket] = [qrcode["ticket"] for qrcode in qrcodes if qrcode["scene_str"] == scene]
-
-        answer = browser.post(
-            f"{live_server}/_emulator/api/scan",
-            json={"ticket": ticket, "follower": "returning"},
-            headers={header: other_host},
-            timeout=10,
-        )
+    scene, answer = phone_scan(live_server, "returning", **{header: other_host})
 
     assert paths == []
     assert answer.json()["status"] == 200

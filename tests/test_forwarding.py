@@ -2,14 +2,11 @@
 handler, a real HTTP server here, signed afresh with the upstream's own Token
 (``WECHAT_FORWARD_TOKEN``), and its reply reaches WeChat within 5 s."""
 
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 import redis
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app.login.service import NOTHING_PENDING_REPLY
@@ -81,15 +78,10 @@ class Upstream:
 
 
 @pytest.fixture
-def upstream() -> Iterator[tuple[Upstream, str]]:
+def upstream(serve) -> tuple[Upstream, str]:
     """The upstream handler served on a free loopback port, and its callback URL."""
     handler = Upstream()
-    server = make_server("127.0.0.1", 0, handler, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield handler, f"http://127.0.0.1:{server.server_port}/wechat"
-    server.shutdown()
-    thread.join(5)
+    return handler, serve(handler) + "/wechat"
 
 
 @pytest.fixture

@@ -1,11 +1,9 @@
 """``flask wechat check`` against the emulator with injected failures and against real local
 servers standing at the callback URL; ``flask wechat simulate-scan`` against a live server."""
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app import create_app
@@ -36,23 +34,6 @@ def line(output: str, item: str) -> str:
             following = lines[index + 1] if index + 1 < len(lines) else ""
             return text + ("\n" + following if following.strip().startswith("fix:") else "")
     raise AssertionError(f"no line for {item} in:\n{output}")
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., str]]:
-    """Returns a function: serve a WSGI app on a free loopback port; its base URL."""
-    servers = []
-
-    def start(wsgi_app, ssl_context=None) -> str:
-        server = make_server("127.0.0.1", 0, wsgi_app, threaded=True, ssl_context=ssl_context)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        scheme = "https" if ssl_context else "http"
-        return f"{scheme}://127.0.0.1:{server.server_port}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
 
 
 def answering(make_response: Callable[[Request], Response]):

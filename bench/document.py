@@ -390,9 +390,9 @@ def _server_log(results: Results) -> str:
     lines = ["## Server log\n", f"Warnings and errors, by kind (logs kept in `{results.log_dir}`)."]
     if any(FOREIGN_MESSAGE in kind for kind in _all_kinds(results)):
         lines.append(
-            "Some lines come from others using the same Redis server: pub/sub channels span"
-            " its databases, so what another deployment or test run publishes on"
-            " `login:attempts` reaches this server's hub too."
+            "Some lines come from others using the same Redis server with the same"
+            " `REDIS_KEY_PREFIX` (pub/sub channels span its databases): what they publish on"
+            " `bench:login:attempts` reaches this server's hub too."
         )
     logs = [("deployment", results.deployment.log_summary)] + [
         (model.case.label, model.log_summary) for model in results.worker_models

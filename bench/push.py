@@ -22,7 +22,8 @@ from .wechat import SIGNED_IN_REPLY, CallbackSigner, new_openid, scan_xml
 LOST_AFTER_SECONDS = 5.0
 #: Keep-alive connections the scans are posted over (WeChat's side).
 CALLBACK_CONNECTIONS = 8
-#: The channel the floor's PUBLISH round trips use (the app's is ``login:attempts``).
+#: The channel the floor's PUBLISH round trips use (the app's is
+#: ``<REDIS_KEY_PREFIX>login:attempts``).
 FLOOR_CHANNEL = "bench:floor"
 
 

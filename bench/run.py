@@ -22,7 +22,7 @@ from .pages import OpenResult, WaitingPage, close_pages, open_pages, seed_browse
 from .polling import PollingResult, measure_polling
 from .push import Floor, PushResult, measure_floor, measure_push
 from .qrcodes import QrResult, measure_qr_creations, sign_in
-from .server import Server
+from .server import KEY_PREFIX, Server
 from .stats import CpuMeter, CpuUsage, busy_seconds
 from .wechat import SIGNED_IN_REPLY, CallbackSigner, new_openid, scan_xml, text_xml
 from .workers import WorkerModelResult, measure_worker_model, worker_cases
@@ -136,7 +136,7 @@ async def run_benchmark(options: Options, command: str) -> Results:
     redis_url = f"redis://127.0.0.1:6379/{options.redis_db}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushdb()
-    store = LoginStore(client)
+    store = LoginStore(client, prefix=KEY_PREFIX)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     started_at, started = datetime.now(UTC), time.monotonic()
     background_load = await _machine_load(BACKGROUND_SECONDS)
@@ -166,7 +166,7 @@ async def _measure_deployment(
     options: Options, redis_url: str, client: redis.Redis, log_dir: Path
 ) -> Deployment:
     """Start the deployment as in production and take it through every phase."""
-    store = LoginStore(client)
+    store = LoginStore(client, prefix=KEY_PREFIX)
     with Server(redis_url, log_dir / "gunicorn.log", qr_expire_seconds=QR_EXPIRE_SECONDS) as server:
         meter = CpuMeter(server.cpu_seconds, client)
         await _warm_up(server, store)

@@ -13,6 +13,8 @@ import psutil
 
 #: The server's SECRET_KEY: the benchmark signs its seeded browsers' binding values with it.
 SECRET_KEY = "bench"
+#: The server's REDIS_KEY_PREFIX: the benchmark seeds attempts under it.
+KEY_PREFIX = "bench:"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +80,7 @@ class Server:
             "APP_ENV": "development",
             "REDIS_URL": redis_url,
             "SECRET_KEY": SECRET_KEY,
+            "REDIS_KEY_PREFIX": KEY_PREFIX,
             "LOGIN_RATE_LIMIT": "off",
             # Every page of the load comes from loopback: one client, as the server sees it.
             "LOGIN_MAX_SOCKETS_PER_IP": "0",

@@ -141,6 +141,19 @@ class Config:
     #: host of ``PUBLIC_BASE_URL``. Never taken from a request, whose ``Host`` anyone can forge.
     SITE_NAME = os.environ.get("SITE_NAME", "")
 
+    #: The OpenID provider's issuer URL, exactly as relying parties must see it. Default:
+    #: ``PUBLIC_BASE_URL`` (in development without it, ``http://127.0.0.1:5000``).
+    OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "")
+    #: PEM file of the key that signs ID and logout tokens (RSA: RS256, or EC P-256: ES256).
+    #: Required in production; development makes one and keeps it in Redis.
+    OIDC_SIGNING_KEY = os.environ.get("OIDC_SIGNING_KEY", "")
+    #: PEM file of the key before the last rotation: still published in the JWKS.
+    OIDC_SIGNING_KEY_PREVIOUS = os.environ.get("OIDC_SIGNING_KEY_PREVIOUS", "")
+    #: Life of an access token, in seconds.
+    OIDC_ACCESS_TOKEN_SECONDS = _env_int("OIDC_ACCESS_TOKEN_SECONDS", 600)
+    #: Life of a refresh token (``offline_access``), in seconds; each use gives a new one.
+    OIDC_REFRESH_TOKEN_SECONDS = _env_int("OIDC_REFRESH_TOKEN_SECONDS", 30 * 86400)
+
     #: ``text`` (one readable line per event) or ``json`` (one JSON object per line).
     LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
 
@@ -246,6 +259,7 @@ class ProductionConfig(Config):
         "WECHAT_APP_SECRET",
         "WECHAT_TOKEN",
         "PUBLIC_BASE_URL",
+        "OIDC_SIGNING_KEY",
     )
     REQUIRE_REDIS = True
 

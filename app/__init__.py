@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import CONFIGS, Config, SettingsError, Unreadable
 
-from . import cli, emulator
+from . import cli, emulator, oidc
 from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, sock
 from .login.hub import LoginHub
 from .login.service import ConfirmPolicy, LoginService
@@ -101,10 +101,18 @@ def create_app(
         recent_ttl=int(app.permanent_session_lifetime.total_seconds()),
         prefix=prefix,
     )
+    users = UserStore(redis_client, prefix=prefix)
+    provider = oidc.init_app(app, users)
+
+    def end_session(session_id: str) -> None:
+        # For good, and in every app the session signed in to (back-channel logout).
+        app.session_interface.end(session_id)
+        provider.session_ended(session_id)
+
     app.extensions["wechat_login"] = LoginService(
         wechat=wechat,
         store=store,
-        users=UserStore(redis_client, prefix=prefix),
+        users=users,
         hub=LoginHub(
             redis_client,
             statuses=store.statuses,
@@ -114,7 +122,7 @@ def create_app(
         ),
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
-        end_session=app.session_interface.end,
+        end_session=end_session,
         forwarding=bool(app.config["WECHAT_FORWARD_URL"]),
     )
     app.extensions["wechat_forwarder"] = (

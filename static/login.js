@@ -7,8 +7,19 @@
 //                   "waiting" → "confirmed" (POST /api/login/redeem) | "expired" (new QR)
 //
 // Session cookies are HttpOnly: the page only ever sees the JSON answers.
+//
+// Shown by the OpenID provider (/oidc/login), the page signs in for an app: it
+// always asks for a scan (the app may want a fresh one), names the app to the
+// scanner, and once signed in goes on to the app's authorization by itself.
 
 import { api } from './api.js';
+
+// Set by /oidc/login: the authorization to go on to once signed in, and the
+// waiting request whose app the scanner is told about.
+const FOR_APP = {
+  continueTo: document.body.dataset.continue ?? null,
+  request: document.body.dataset.oidcRequest ?? null,
+};
 
 // Waits between websocket reconnects; the last one repeats.
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 5000];
@@ -37,6 +48,7 @@ const TEXT = {
   reconnecting: '连接中断，正在重新连接…',
   expired: '二维码已失效',
   cancelled: '已取消登录',
+  continuing: '登录成功，正在返回应用…',
   unionidPending: '查询中…',
   replaced: '已在其他标签页打开',
   unionidMissing: '未绑定开放平台',
@@ -130,7 +142,7 @@ async function newAttempt() {
 
   let qr;
   try {
-    qr = await api('POST', '/api/login/qrcode');
+    qr = await api('POST', '/api/login/qrcode', FOR_APP.request ? { oidc_request: FOR_APP.request } : undefined);
   } catch (error) {
     if (current === attempt) showError(error.message, '重试', newAttempt);
     return;
@@ -281,7 +293,14 @@ async function redeem(a, code) {
     user = await signedInByAnotherTab();
     if (a === attempt && user === null) showError(error.message, '获取新二维码', newAttempt);
   }
-  if (a === attempt && user !== null) showSignedIn(user, { justSignedIn: true });
+  if (a !== attempt || user === null) return;
+  if (FOR_APP.continueTo) {
+    endAttempt();
+    setStatus(TEXT.continuing);
+    window.location.replace(FOR_APP.continueTo); // back to the app's authorization
+    return;
+  }
+  showSignedIn(user, { justSignedIn: true });
 }
 
 // The user another tab signed this browser in as, asked a few times over a
@@ -361,6 +380,10 @@ async function start() {
     if (document.visibilityState === 'visible' && qrDueWhenVisible) newAttempt();
   });
 
+  if (FOR_APP.continueTo) {
+    requestQr(); // the app asked for a sign-in: a scan, whoever is signed in here
+    return;
+  }
   let user;
   try {
     user = await api('GET', '/api/me');

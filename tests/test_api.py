@@ -189,7 +189,14 @@ def test_full_login_signs_the_browser_in(client, code):
     me = client.get("/api/me")
     assert me.status_code == 200
     user = me.get_json()
-    assert set(user) == {"openid", "unionid", "first_login_at", "last_login_at", "login_count"}
+    assert set(user) == {
+        "id",
+        "openid",
+        "unionid",
+        "first_login_at",
+        "last_login_at",
+        "login_count",
+    }
     assert user["openid"] == SCANNER
     assert user["login_count"] == 1
     for field in ("first_login_at", "last_login_at"):

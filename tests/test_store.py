@@ -242,14 +242,46 @@ def test_user_to_json(users, clock):
     clock.advance(3600.75)
     users.record_login("oScanner")
     users.set_unionid("oScanner", "uUnion")
+    user = users.get("oScanner")
 
-    assert users.get("oScanner").to_json() == {
+    assert user.to_json() == {
+        "id": user.id,
         "openid": "oScanner",
         "unionid": "uUnion",
         "first_login_at": "2024-04-25T09:15:04+00:00",
         "last_login_at": "2024-04-25T10:15:04+00:00",
         "login_count": 2,
     }
+
+
+def test_each_user_gets_a_random_id_of_their_own_once(users, redis_client):
+    first = users.record_login("oScanner")
+    again = users.record_login("oScanner")
+    other = users.record_login("oSomeoneElse")
+
+    assert first.id == again.id
+    assert len(first.id) >= 22 and first.id != other.id
+    assert "oScanner" not in first.id
+    assert users.by_id(first.id) == users.get("oScanner")
+    assert users.by_id("no-such-id") is None
+
+
+def test_a_user_from_before_ids_gets_one_at_the_next_login(users, redis_client):
+    redis_client.hset(
+        "user:oScanner",
+        mapping={
+            "openid": "oScanner",
+            "first_login_at": "1",
+            "last_login_at": "1",
+            "login_count": "3",
+        },
+    )
+    assert users.get("oScanner").id is None
+
+    user = users.record_login("oScanner")
+
+    assert user.id and user.login_count == 4
+    assert users.by_id(user.id).openid == "oScanner"
 
 
 def test_set_unionid_for_a_user_who_has_no_record_leaves_nothing_behind(users, redis_client):

@@ -306,8 +306,9 @@ def describe(attempt: Attempt) -> str:
     """The attempt as the scanner reads it: site, then browser and OS, IP and time, a line each."""
     created = datetime.fromtimestamp(attempt.created_at, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
     context = attempt.context
+    site = f"{context.client}（{context.site}）" if context.client else context.site
     return (
-        f"{context.site or '网站'}\n"
+        f"{site or '网站'}\n"
         f"浏览器：{context.browser or '未知'}\n"
         f"IP 地址：{context.ip or '未知'}\n"
         f"时间：{created}（北京时间）"

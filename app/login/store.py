@@ -72,14 +72,16 @@ class AttemptContext:
     """What the scanner is told is being signed in.
 
     Attributes:
-        site: the host the page was served from.
+        site: the site's name (``SITE_NAME``).
         browser: browser and OS, e.g. ``Chrome 120 / Windows 10``.
         ip: the client IP address.
+        client: the app being signed in to through the OpenID provider ("" for the site).
     """
 
     site: str = ""
     browser: str = ""
     ip: str = ""
+    client: str = ""
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,7 @@ class LoginStore:
                     "site": context.site,
                     "browser": context.browser,
                     "ip": context.ip,
+                    "client": context.client,
                 },
             )
             pipe.expire(key, expire_seconds)
@@ -286,7 +289,8 @@ class LoginStore:
         return attempt if attempt.owned_by(browser_hash) else None
 
     def _live_key(self, browser_hash: str, context: AttemptContext) -> str:
-        where = hashlib.sha256(f"{context.browser}\n{context.ip}".encode()).hexdigest()[:16]
+        where = f"{context.browser}\n{context.ip}\n{context.client}"
+        where = hashlib.sha256(where.encode()).hexdigest()[:16]
         return self._key(f"login:browser:{browser_hash}:{where}")
 
     def _attempt_from(self, scene: str, data: dict[str, str]) -> Attempt | None:
@@ -303,7 +307,10 @@ class LoginStore:
             ticket=data.get("ticket", ""),
             qrcode_url=data.get("qrcode_url", ""),
             context=AttemptContext(
-                data.get("site", ""), data.get("browser", ""), data.get("ip", "")
+                data.get("site", ""),
+                data.get("browser", ""),
+                data.get("ip", ""),
+                data.get("client", ""),
             ),
             confirmed_at=float(data["confirmed_at"]) if "confirmed_at" in data else None,
         )

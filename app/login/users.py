@@ -1,5 +1,6 @@
 """User records, one per openid, in Redis (this app's database)."""
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +19,16 @@ class User:
     """A person who has signed in with WeChat.
 
     Attributes:
+        id: their own id here: random, given at the first login, never derived from a WeChat
+            id; the OpenID Connect ``sub``. None for a record from before ids, until its next
+            login gives it one.
         openid: their openid under our official account (the record's key).
         unionid: their unionid when the account is bound to an Open Platform account, else None.
         first_login_at, last_login_at: epoch seconds.
         login_count: completed scans that signed them in.
     """
 
+    id: str | None
     openid: str
     unionid: str | None
     first_login_at: float
@@ -31,9 +36,10 @@ class User:
     login_count: int
 
     def to_json(self) -> dict[str, Any]:
-        """The public shape: ``{"openid", "unionid", "first_login_at", "last_login_at",
+        """The public shape: ``{"id", "openid", "unionid", "first_login_at", "last_login_at",
         "login_count"}`` with times in ISO 8601 (UTC)."""
         return {
+            "id": self.id,
             "openid": self.openid,
             "unionid": self.unionid,
             "first_login_at": _iso(self.first_login_at),
@@ -63,19 +69,34 @@ class UserStore:
         self._clock = clock
 
     def record_login(self, openid: str) -> User:
-        """Count one sign-in: create the record on the first, update the times and count.
+        """Count one sign-in: create the record on the first, update the times and count, and
+        give the person their id if they have none yet (records from before ids get one here).
 
         Returns:
             The user as recorded, read back in the same round trip.
         """
         key = f"{self._prefix}user:{openid}"
         now = repr(self._clock())
+        new_id = secrets.token_urlsafe(16)
         with self._redis.pipeline() as pipe:
             pipe.hsetnx(key, "first_login_at", now)
+            pipe.hsetnx(key, "id", new_id)
             pipe.hset(key, mapping={"openid": openid, "last_login_at": now})
             pipe.hincrby(key, "login_count", 1)
             pipe.hgetall(key)
-            return _user_from(openid, pipe.execute()[-1])
+            user = _user_from(openid, pipe.execute()[-1])
+        if user.id == new_id:
+            self._redis.set(self._id_key(new_id), openid)
+        return user
+
+    def by_id(self, user_id: str) -> User | None:
+        """Load a user by their id (``User.id``), or None."""
+        openid = self._redis.get(self._id_key(user_id))
+        user = self.get(openid) if openid else None
+        return user if user is not None and user.id == user_id else None
+
+    def _id_key(self, user_id: str) -> str:
+        return f"{self._prefix}user:id:{user_id}"
 
     def set_unionid(self, openid: str, unionid: str) -> None:
         """Attach the unionid learned from ``user/info`` to an existing record (else nothing:
@@ -119,6 +140,7 @@ class UserStore:
 
 def _user_from(openid: str, data: dict[str, str]) -> User:
     return User(
+        id=data.get("id"),
         openid=openid,
         unionid=data.get("unionid") or None,
         first_login_at=float(data["first_login_at"]),

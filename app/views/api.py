@@ -1,5 +1,7 @@
 """The JSON API: start a login, redeem its code, who am I, log out."""
 
+import time
+
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, session, url_for
 from flask_limiter import Limiter
 
@@ -28,6 +30,8 @@ def same_origin_only() -> None:
 def create_login_qrcode() -> Response:
     """Start a login attempt bound to this browser (or give back its live one).
 
+    Body (optional): ``{"oidc_request": str}``, when the sign-in is for an app's authorization.
+
     Returns:
         200 ``{"scene": str, "qrcode": str, "image": str, "expires_in": int (seconds),
         "ws": str}``; the binding cookie is set if the browser had none. 502 when WeChat fails
@@ -38,6 +42,7 @@ def create_login_qrcode() -> Response:
         site=current_app.config["SITE_NAME"],
         browser=describe_browser(request.headers.get("User-Agent", "")),
         ip=client_ip(),
+        client=_app_being_signed_in_to(),
     )
     attempt, qrcode = login_service().start_attempt(owner, context)
     scheme = "wss" if request.is_secure else "ws"
@@ -51,6 +56,17 @@ def create_login_qrcode() -> Response:
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response
+
+
+def _app_being_signed_in_to() -> str:
+    """The name of the app whose authorization waits for this sign-in (the body's
+    ``oidc_request``, from /oidc/login), for the scanner to read; "" for the site itself."""
+    body = request.get_json(silent=True)
+    request_id = body.get("oidc_request") if isinstance(body, dict) else None
+    provider = current_app.extensions.get("oidc")
+    if provider is None or not isinstance(request_id, str):
+        return ""
+    return provider.client_name_of_request(request_id)
 
 
 def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
@@ -94,7 +110,12 @@ def redeem() -> Response:
         user, scene = login_service().redeem(code, browser_hash() or "", session_id)
     except RedeemError:
         raise APIError(400, "invalid_code", "登录码无效或已过期，请重新扫码。") from None
-    sessions.start(session, session_id, {"openid": user.openid, "scene": scene})
+    sessions.start(
+        session,
+        session_id,
+        # auth_time: when this person proved themselves, for OpenID Connect (max_age, prompt).
+        {"openid": user.openid, "scene": scene, "user_id": user.id, "auth_time": int(time.time())},
+    )
     return jsonify(user.to_json())
 
 

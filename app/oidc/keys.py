@@ -1,0 +1,105 @@
+"""The provider's signing keys: the current one signs, the previous one stays in the JWKS.
+
+Production reads PEM files (``OIDC_SIGNING_KEY``, ``OIDC_SIGNING_KEY_PREVIOUS``); development
+makes one RSA key once and keeps it in Redis, where every worker finds the same one. Each
+key's ``kid`` is its RFC 7638 thumbprint: stable across restarts and hosts.
+
+All key handling is joserfc's: nothing here encodes or signs by hand.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet, RSAKey
+
+#: The algorithm each kind of key signs with.
+ALGORITHMS = {"RSA": "RS256", "EC": "ES256"}
+
+
+class SigningKeyError(ValueError):
+    """A signing key file is missing, unreadable, or not an RSA or P-256 private key."""
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """The key that signs and the keys that verify.
+
+    Attributes:
+        current: the private key tokens are signed with.
+        previous: a private key from before a rotation, published until its tokens expire.
+    """
+
+    current: RSAKey | ECKey
+    previous: RSAKey | ECKey | None = None
+
+    @property
+    def algorithm(self) -> str:
+        """``RS256`` or ``ES256``, after the current key's type."""
+        return ALGORITHMS[self.current.key_type]
+
+    @property
+    def algorithms(self) -> list[str]:
+        """Every algorithm a published key verifies with."""
+        return sorted({ALGORITHMS[key.key_type] for key in self._published()})
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWKS: ``{"keys": [...]}``, each with ``kid``, ``alg`` and ``use``."""
+        return {
+            "keys": [
+                {
+                    **key.as_dict(private=False),
+                    "kid": key.thumbprint(),
+                    "alg": ALGORITHMS[key.key_type],
+                    "use": "sig",
+                }
+                for key in self._published()
+            ]
+        }
+
+    def public_key_set(self) -> KeySet:
+        """The published keys as a joserfc ``KeySet`` (to verify an ``id_token_hint``)."""
+        return KeySet.import_key_set(self.jwks())
+
+    def sign(self, claims: dict[str, Any], *, typ: str = "JWT") -> str:
+        """Sign ``claims`` with the current key: a compact JWS with its ``kid``."""
+        header = {"alg": self.algorithm, "kid": self.current.thumbprint(), "typ": typ}
+        return jwt.encode(header, claims, self.current, [self.algorithm])
+
+    def _published(self) -> list[RSAKey | ECKey]:
+        return [key for key in (self.current, self.previous) if key is not None]
+
+
+def load_key(path: str) -> RSAKey | ECKey:
+    """Read a PEM private key (RSA, or EC on P-256).
+
+    Raises:
+        SigningKeyError: the file cannot be read, or holds no such private key.
+    """
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read {path}: {exc.strerror}") from None
+    for kind in (RSAKey, ECKey):
+        try:
+            key = kind.import_key(pem)
+        except (ValueError, TypeError):
+            continue
+        if key.is_private and (kind is RSAKey or key.curve_name == "P-256"):
+            return key
+    raise SigningKeyError(f"{path} holds no RSA or P-256 EC private key in PEM")
+
+
+def development_key(redis_client: redis.Redis, key_name: str) -> RSAKey:
+    """The development signing key: made once, kept in Redis so that every worker (and every
+    restart) signs with the same one.
+
+    Args:
+        redis_client: the shared Redis.
+        key_name: where the PEM is kept.
+    """
+    made = RSAKey.generate_key(2048)
+    redis_client.set(key_name, made.as_pem(private=True).decode(), nx=True)
+    return RSAKey.import_key(redis_client.get(key_name))

@@ -21,6 +21,7 @@ from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
+from .oidc import cli as oidc_cli
 from .setup_check import SETTINGS_PAGE
 from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface, raise_session_error
@@ -153,6 +154,7 @@ def create_app(
     errors.init_app(app)
     security.init_app(app)
     cli.init_app(app)
+    oidc_cli.init_app(app)
     if emulated:
         app.register_blueprint(emulator.bp)
         log.warning("WECHAT_APP_ID is unset: the built-in WeChat emulator stands in for WeChat")

@@ -1,0 +1,1 @@
+"""The OpenID Provider: Authlib server wiring, clients, tokens, sessions and logout."""

@@ -1,10 +1,21 @@
-"""Back-channel logout: the session registry on real Redis."""
+"""Back-channel logout: the session registry on real Redis, and logout tokens posted to a real
+(small) relying party that verifies them as OpenID Connect Back-Channel Logout 1.0, section 2.6,
+asks."""
 
+import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
+from prometheus_client import REGISTRY
+from werkzeug.wrappers import Request, Response
 
+from app.oidc.backchannel import LOGOUT_EVENT, BackchannelSender
 from app.oidc.sessions import (
     ENDED_GRACE_SECONDS,
     RECORD_GRACE_SECONDS,
@@ -12,7 +23,10 @@ from app.oidc.sessions import (
     SessionEndedError,
     SessionRegistry,
 )
+from tests.conftest import free_port
 
+ISSUER = "https://op.example.test"
+CLIENT_ID = "rp-client-1"
 SUB = "u-4f1Qm2bX7nWcT0aZ"
 SID = "sid-9e8d7c6b5a"
 START = 1_800_000_000.0
@@ -181,3 +195,262 @@ def test_keys_carry_the_prefix_and_expire(redis_client, clock, prefix):
     registry.end(SID)
     assert set(redis_client.keys("*")) == {f"{session}:ended"}
     assert redis_client.ttl(f"{session}:ended") == 600 + ENDED_GRACE_SECONDS
+
+
+# -- the sender and a relying party ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def key() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "op-key-1"})
+
+
+@pytest.fixture
+def sign(key):
+    """The OP's signer as the lead wires it: RS256, ``typ: logout+jwt``, the key's ``kid``."""
+
+    def sign(claims: dict) -> str:
+        return jwt.encode({"alg": "RS256", "typ": "logout+jwt", "kid": key.kid}, claims, key)
+
+    return sign
+
+
+class RelyingParty:
+    """A client's back-channel logout endpoint: validates each logout token (section 2.6)
+    against the OP's public key, answers 400 to a bad one, else the next scripted status (the
+    last repeats). Every request is kept in ``received``.
+
+    Args:
+        public_key: the OP's public JWK.
+        statuses: what to answer valid tokens, in order.
+        gate: when given, every request waits for it to be set.
+    """
+
+    def __init__(self, public_key: RSAKey, statuses=(200,), gate: threading.Event | None = None):
+        self.received: list[dict] = []
+        self._key = public_key
+        self._statuses = list(statuses)
+        self._gate = gate
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        if self._gate is not None:
+            self._gate.wait(10)
+        seen = {"method": request.method, "path": request.path, "mimetype": request.mimetype}
+        try:
+            seen["token"] = request.form["logout_token"]
+            token = jwt.decode(seen["token"], self._key, algorithms=["RS256"])
+            self.validate(token)
+            seen["header"], seen["claims"] = token.header, token.claims
+            with self._lock:
+                status = self._statuses.pop(0) if len(self._statuses) > 1 else self._statuses[0]
+        except (KeyError, ValueError, JoseError) as exc:
+            seen["error"] = repr(exc)
+            status = 400
+        with self._lock:
+            self.received.append(seen)
+        headers = {"Location": "/elsewhere"} if 300 <= status < 400 else {}
+        return Response(status=status, headers=headers)(environ, start_response)
+
+    @staticmethod
+    def validate(token: jwt.Token) -> None:
+        """Section 2.6, steps 3 to 7 (the signature was checked by ``jwt.decode``)."""
+        if token.header.get("typ") != "logout+jwt":
+            raise ValueError(f"typ {token.header.get('typ')!r}")
+        jwt.JWTClaimsRegistry(
+            leeway=5,
+            iss={"essential": True, "value": ISSUER},
+            aud={"essential": True, "value": CLIENT_ID},
+            iat={"essential": True},
+            exp={"essential": True},
+            jti={"essential": True},
+            sub={"essential": True, "value": SUB},
+            sid={"essential": True, "value": SID},
+        ).validate(token.claims)
+        if token.claims.get("events") != {LOGOUT_EVENT: {}}:
+            raise ValueError(f"events {token.claims.get('events')!r}")
+        if "nonce" in token.claims:
+            raise ValueError("a logout token must not carry a nonce")
+
+
+@pytest.fixture
+def executor():
+    pool = ThreadPoolExecutor(4, thread_name_prefix="test-backchannel")
+    yield pool
+    pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def slept() -> list[float]:
+    """The delays the sender waited, recorded instead of slept."""
+    return []
+
+
+@pytest.fixture
+def sender(sign, executor, slept):
+    with requests.Session() as session:
+        yield BackchannelSender(
+            issuer=ISSUER,
+            sign=sign,
+            session=session,
+            executor=executor,
+            retry_delays=(1, 2, 5),
+            sleep=slept.append,
+        )
+
+
+@pytest.fixture
+def rp_at(serve, key):
+    """Returns a function: serve a ``RelyingParty`` with these statuses; (it, its logout URI)."""
+
+    def start(statuses=(200,), gate=None) -> tuple[RelyingParty, str]:
+        rp = RelyingParty(RSAKey.import_key(key.as_dict(private=False)), statuses, gate)
+        return rp, serve(rp) + "/logout"
+
+    return start
+
+
+def counted(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("wechat_login_oidc_logout_tokens_total", {"outcome": outcome})
+    return value or 0.0
+
+
+@pytest.fixture
+def counts():
+    """Returns a function: how much each outcome was counted since the test began."""
+    before = {outcome: counted(outcome) for outcome in ("sent", "retried", "failed")}
+    return lambda: {outcome: counted(outcome) - value for outcome, value in before.items()}
+
+
+def send(sender, uri: str):
+    return sender.send(client_id=CLIENT_ID, backchannel_logout_uri=uri, sub=SUB, sid=SID)
+
+
+@pytest.mark.parametrize("status", [200, 204])
+def test_the_client_receives_a_valid_logout_token(sender, rp_at, counts, slept, status):
+    rp, uri = rp_at((status,))
+    before = int(time.time())
+
+    assert send(sender, uri).result(10) is True
+
+    [seen] = rp.received
+    assert "error" not in seen, seen["error"]
+    assert (seen["method"], seen["path"]) == ("POST", "/logout")
+    assert seen["mimetype"] == "application/x-www-form-urlencoded"
+    assert seen["header"] == {"alg": "RS256", "typ": "logout+jwt", "kid": "op-key-1"}
+    claims = seen["claims"]
+    assert set(claims) == {"iss", "aud", "iat", "exp", "jti", "sub", "sid", "events"}
+    assert (claims["iss"], claims["aud"], claims["sub"], claims["sid"]) == (
+        ISSUER,
+        CLIENT_ID,
+        SUB,
+        SID,
+    )
+    assert before <= claims["iat"] <= time.time()
+    assert claims["exp"] == claims["iat"] + 120
+    assert len(claims["jti"]) >= 16
+    assert claims["events"] == {LOGOUT_EVENT: {}}
+    assert slept == []
+    assert counts() == {"sent": 1, "retried": 0, "failed": 0}
+
+
+def test_claims_are_fresh_and_follow_the_clock(sign, executor):
+    clock = Clock(START + 0.9)
+    with requests.Session() as session:
+        sender = BackchannelSender(
+            issuer=ISSUER, sign=sign, session=session, executor=executor, clock=clock
+        )
+    first = sender.logout_claims(client_id=CLIENT_ID, sub=SUB, sid=SID)
+    second = sender.logout_claims(client_id=CLIENT_ID, sub=SUB, sid=SID)
+
+    assert (first["iat"], first["exp"]) == (int(START), int(START) + 120)
+    assert first["jti"] != second["jti"]
+    assert "nonce" not in first
+
+
+@pytest.mark.parametrize(
+    "statuses", [(500, 200), (429, 204), (503, 502, 200)], ids=["500", "429", "503-502"]
+)
+def test_a_busy_or_failing_client_is_retried_with_backoff(sender, rp_at, counts, slept, statuses):
+    rp, uri = rp_at(statuses)
+
+    assert send(sender, uri).result(10) is True
+
+    assert len(rp.received) == len(statuses)
+    assert all("error" not in seen for seen in rp.received)
+    assert slept == [1, 2][: len(statuses) - 1]
+    # Each attempt is signed afresh, so a late retry never carries an expired token.
+    assert len({seen["claims"]["jti"] for seen in rp.received}) == len(statuses)
+    assert counts() == {"sent": 1, "retried": len(statuses) - 1, "failed": 0}
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 302])
+def test_a_refusal_is_final(sender, rp_at, counts, slept, status):
+    rp, uri = rp_at((status,))
+
+    assert send(sender, uri).result(10) is False
+
+    # One request: nothing retried, and a redirect (to /elsewhere) not followed.
+    assert [seen["path"] for seen in rp.received] == ["/logout"]
+    assert slept == []
+    assert counts() == {"sent": 0, "retried": 0, "failed": 1}
+
+
+def test_the_sender_gives_up_after_the_last_delay(sender, rp_at, counts, slept):
+    rp, uri = rp_at((500,))
+
+    assert send(sender, uri).result(10) is False
+
+    assert len(rp.received) == 4
+    assert slept == [1, 2, 5]
+    assert counts() == {"sent": 0, "retried": 3, "failed": 1}
+
+
+def test_an_unreachable_client_is_retried(sender, counts, slept):
+    uri = f"http://127.0.0.1:{free_port()}/logout"  # nothing listens there
+
+    assert send(sender, uri).result(10) is False
+
+    assert slept == [1, 2, 5]
+    assert counts() == {"sent": 0, "retried": 3, "failed": 1}
+
+
+def test_send_never_blocks_the_caller(sender, rp_at):
+    gate = threading.Event()
+    rp, uri = rp_at((200,), gate)
+    try:
+        started = time.monotonic()
+        future = send(sender, uri)
+        assert time.monotonic() - started < 0.2
+        time.sleep(0.2)
+        assert not future.done(), "the client has not answered yet"
+    finally:
+        gate.set()
+    assert future.result(10) is True
+    assert len(rp.received) == 1
+
+
+def test_a_failing_signer_ends_as_a_logged_failure(executor, counts, caplog):
+    def sign(claims: dict) -> str:
+        raise RuntimeError("no signing key")
+
+    with requests.Session() as session:
+        sender = BackchannelSender(issuer=ISSUER, sign=sign, session=session, executor=executor)
+        assert send(sender, "http://127.0.0.1:9/logout").result(10) is False
+
+    assert counts() == {"sent": 0, "retried": 0, "failed": 1}
+    assert "no signing key" in caplog.text
+
+
+def test_outcomes_are_logged_but_never_the_token(sender, rp_at, caplog):
+    caplog.set_level(logging.DEBUG)  # urllib3's request lines too
+    rp, uri = rp_at((500, 200))
+
+    assert send(sender, uri).result(10) is True
+
+    assert "retrying in 1 s" in caplog.text
+    assert f"delivered to client {CLIENT_ID}" in caplog.text
+    for seen in rp.received:
+        assert seen["token"] not in caplog.text
+        assert seen["token"].split(".")[2] not in caplog.text

@@ -48,3 +48,9 @@ FORWARDED = Counter(
     "WeChat), acknowledged (it said nothing), failed, timeout.",
     ["outcome"],
 )
+LOGOUT_TOKENS = Counter(
+    "wechat_login_oidc_logout_tokens_total",
+    "Back-channel logout tokens posted to clients, by outcome: sent (the client answered 200 or "
+    "204), retried (an attempt failed and another follows), failed (given up).",
+    ["outcome"],
+)

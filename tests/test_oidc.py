@@ -115,9 +115,11 @@ class Browser:
         """Follow an authorization URL through sign-in (when asked) to the answer that leaves
         for the client (a redirect to its redirect_uri) or stays (a page)."""
         answer = self.get(url)
-        while answer.status_code == 302 and answer.headers["Location"].startswith(
-            self.provider.base + "/oidc/login"
-        ) or answer.headers.get("Location", "").startswith("/oidc/login"):
+        while (
+            answer.status_code == 302
+            and answer.headers["Location"].startswith(self.provider.base + "/oidc/login")
+            or answer.headers.get("Location", "").startswith("/oidc/login")
+        ):
             continue_to, _ = self.sign_in_on(answer.headers["Location"], openid)
             answer = self.get(continue_to)
         return answer
@@ -167,8 +169,12 @@ class RelyingParty:
 
     def id_token_claims(self, id_token: str) -> dict:
         keys = KeySet.import_key_set(requests.get(self.config["jwks_uri"], timeout=5).json())
-        decoded = jwt.decode(id_token, keys, algorithms=self.config["id_token_signing_alg_values_supported"])
-        claims = CodeIDToken(decoded.claims, decoded.header, {"nonce": self.nonce, "client_id": self.client_id})
+        decoded = jwt.decode(
+            id_token, keys, algorithms=self.config["id_token_signing_alg_values_supported"]
+        )
+        claims = CodeIDToken(
+            decoded.claims, decoded.header, {"nonce": self.nonce, "client_id": self.client_id}
+        )
         claims.params = {"nonce": self.nonce, "client_id": self.client_id}
         claims.options = {"iss": {"value": self.config["issuer"]}}
         claims.validate(leeway=5)
@@ -295,12 +301,18 @@ def public_request(provider, client_id, **params) -> requests.Response:
         "state": "s-1",
         **params,
     }
-    return requests.get(config["authorization_endpoint"], params=query, allow_redirects=False, timeout=5)
+    return requests.get(
+        config["authorization_endpoint"], params=query, allow_redirects=False, timeout=5
+    )
 
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"code_challenge": "a" * 43, "code_challenge_method": "plain"}, {"code_challenge": "a" * 43}],
+    [
+        {},
+        {"code_challenge": "a" * 43, "code_challenge_method": "plain"},
+        {"code_challenge": "a" * 43},
+    ],
     ids=["no-challenge", "plain", "no-method-means-plain"],
 )
 def test_a_public_client_without_s256_is_refused_at_the_authorization_endpoint(provider, params):
@@ -411,7 +423,9 @@ def test_prompt_none_without_a_session_answers_login_required(provider):
     assert params["state"] == rp.state
 
 
-@pytest.mark.parametrize("ask", [{"prompt": "login"}, {"max_age": "0"}], ids=["prompt-login", "max-age"])
+@pytest.mark.parametrize(
+    "ask", [{"prompt": "login"}, {"max_age": "0"}], ids=["prompt-login", "max-age"]
+)
 def test_a_fresh_scan_is_asked_for_and_auth_time_moves(provider, ask):
     client_id, secret = add_client(provider, trusted=True)
     browser = Browser(provider)
@@ -514,7 +528,10 @@ def test_an_unknown_client_or_unregistered_redirect_uri_never_redirects(provider
     }
 
     answer = requests.get(
-        discovery(provider)["authorization_endpoint"], params=params, allow_redirects=False, timeout=5
+        discovery(provider)["authorization_endpoint"],
+        params=params,
+        allow_redirects=False,
+        timeout=5,
     )
 
     assert answer.status_code == 400
@@ -523,7 +540,10 @@ def test_an_unknown_client_or_unregistered_redirect_uri_never_redirects(provider
 
 @pytest.mark.parametrize(
     ("change", "error"),
-    [({"response_type": "token"}, "unsupported_response_type"), ({"scope": "openid admin"}, "invalid_scope")],
+    [
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"scope": "openid admin"}, "invalid_scope"),
+    ],
     ids=["implicit", "unknown-scope"],
 )
 def test_other_errors_go_back_to_the_redirect_uri_with_state(provider, change, error):
@@ -540,7 +560,10 @@ def test_other_errors_go_back_to_the_redirect_uri_with_state(provider, change, e
     }
 
     answer = requests.get(
-        discovery(provider)["authorization_endpoint"], params=params, allow_redirects=False, timeout=5
+        discovery(provider)["authorization_endpoint"],
+        params=params,
+        allow_redirects=False,
+        timeout=5,
     )
 
     sent_back = query_of(code_of(answer))

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from authlib.oauth2.rfc6749 import InvalidGrantError
 from flask import Flask
 
 from ..login.users import UserStore
@@ -20,7 +21,7 @@ from .backchannel import BackchannelSender
 from .clients import ClientStore
 from .keys import SigningKeys
 from .server import EndSessionEndpoint, Grants, build_server, session_sid
-from .sessions import SessionRegistry
+from .sessions import SessionEndedError, SessionRegistry
 from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,21 @@ class Provider:
             self._sweeper_pid = os.getpid()
         threading.Thread(target=self._sweep, name="oidc-session-sweep", daemon=True).start()
 
-    def _tokens_issued(self, sid: str, sub: str, client_id: str, family: str, auth_time: int):
-        self._registry.record(
-            sid,
-            sub=sub,
-            client_id=client_id,
-            token_ids=[family],
-            expires_at=auth_time + self._session_seconds,
-        )
+    def _tokens_issued(
+        self, sid: str, sub: str, client_id: str, family: str, auth_time: int
+    ) -> None:
+        try:
+            self._registry.record(
+                sid,
+                sub=sub,
+                client_id=client_id,
+                token_ids=[family],
+                expires_at=auth_time + self._session_seconds,
+            )
+        except SessionEndedError:
+            # An exchange or refresh racing the end of its session: what it just made dies.
+            self.tokens.revoke_family(family)
+            raise InvalidGrantError("The session this grant came from has ended.") from None
 
     def _end(self, sid: str) -> None:
         ended = self._registry.end(sid)

@@ -173,10 +173,11 @@ class RelyingParty:
             id_token, keys, algorithms=self.config["id_token_signing_alg_values_supported"]
         )
         claims = CodeIDToken(
-            decoded.claims, decoded.header, {"nonce": self.nonce, "client_id": self.client_id}
+            decoded.claims,
+            decoded.header,
+            options={"iss": {"value": self.config["issuer"]}},
+            params={"nonce": self.nonce, "client_id": self.client_id},
         )
-        claims.params = {"nonce": self.nonce, "client_id": self.client_id}
-        claims.options = {"iss": {"value": self.config["issuer"]}}
         claims.validate(leeway=5)
         return dict(decoded.claims)
 
@@ -542,9 +543,10 @@ def test_an_unknown_client_or_unregistered_redirect_uri_never_redirects(provider
     ("change", "error"),
     [
         ({"response_type": "token"}, "unsupported_response_type"),
-        ({"scope": "openid admin"}, "invalid_scope"),
+        ({"response_type": "code id_token"}, "unsupported_response_type"),
+        ({"prompt": "none login"}, "invalid_request"),
     ],
-    ids=["implicit", "unknown-scope"],
+    ids=["implicit", "hybrid", "none-with-login"],
 )
 def test_other_errors_go_back_to_the_redirect_uri_with_state(provider, change, error):
     client_id, _ = add_client(provider, trusted=True)

@@ -221,7 +221,8 @@ def build_server(app: Flask, deps: Grants) -> tuple[AuthorizationServer, Resourc
         def get_client_claims(self, client: OIDCClient) -> dict[str, Any]:
             return {
                 "iss": deps.issuer(),
-                "aud": [client.get_client_id()],
+                # One audience, as a string: RP-initiated logout finds the client by it.
+                "aud": client.get_client_id(),
                 "exp": int(time.time()) + deps.access_seconds,
             }
 
@@ -247,8 +248,10 @@ def build_server(app: Flask, deps: Grants) -> tuple[AuthorizationServer, Resourc
             deps.tokens.revoke_token(token.value)
 
     class BearerToken(BearerTokenValidator):
-        def authenticate_token(self, token_string: str) -> Token | None:
-            return deps.tokens.get_token(token_string, "access")
+        def authenticate_token(self, token_string: str) -> "_Bearer | None":
+            token = deps.tokens.get_token(token_string, "access")
+            client = deps.clients.get(token.client_id) if token else None
+            return _Bearer(token, client) if client else None
 
     class UserInfoEndpoint(AuthlibUserInfoEndpoint):
         def get_issuer(self) -> str:
@@ -265,6 +268,30 @@ def build_server(app: Flask, deps: Grants) -> tuple[AuthorizationServer, Resourc
     protector.register_token_validator(BearerToken())
     server.register_endpoint(UserInfoEndpoint(resource_protector=protector))
     return server, protector
+
+
+class _Bearer:
+    """An access token as Authlib's resource protector reads it: with its client object."""
+
+    def __init__(self, token: Token, client: OIDCClient) -> None:
+        self.token = token
+        self.client = client
+        self.scope = token.scope
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_expired(self) -> bool:
+        return self.token.is_expired()
+
+    def is_revoked(self) -> bool:
+        return self.token.is_revoked()
+
+    def get_user(self) -> str:
+        return self.token.user_id
+
+    def get_client(self) -> OIDCClient:
+        return self.client
 
 
 class _Revocable:

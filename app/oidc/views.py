@@ -147,7 +147,7 @@ def _needs_fresh_login(grant, user: User) -> bool:
     """True if the request asks for a scan this session has not given: ``prompt=login`` or a
     ``max_age`` older than the sign-in, unless the person just signed in for this request."""
     data = grant.request.payload.data
-    auth_time = int(session.get("auth_time", 0))
+    auth_time = float(session.get("auth_time", 0))
     held = provider().tokens.held_request(request.args.get("login_request", ""))
     if held and held.get("client_id") == grant.client.client_id and auth_time >= held["at"]:
         return False  # the scan this request sent the person to

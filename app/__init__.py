@@ -177,6 +177,8 @@ _REQUIRED_FIXES = {
     "REDIS_URL (or REDIS_SENTINELS)": "set REDIS_URL=redis://host:6379/0, or REDIS_SENTINELS",
     "PUBLIC_BASE_URL": "set PUBLIC_BASE_URL to the site's public address "
     "(https://login.example.com): the scanner is told its host",
+    "OIDC_SIGNING_KEY": "make a key with `openssl genpkey -algorithm RSA -pkeyopt "
+    "rsa_keygen_bits:2048 -out /etc/wechat-login/oidc.pem` and set OIDC_SIGNING_KEY to its path",
 }
 
 

@@ -54,3 +54,18 @@ LOGOUT_TOKENS = Counter(
     "204), retried (an attempt failed and another follows), failed (given up).",
     ["outcome"],
 )
+OIDC_AUTHORIZATIONS = Counter(
+    "wechat_login_oidc_authorizations_total",
+    "Answers of the OpenID provider's authorization endpoint, by outcome: code (sent back with "
+    "a code), login (sent to sign in), consent (asked), error (sent back or shown an error).",
+    ["outcome"],
+)
+OIDC_TOKENS = Counter(
+    "wechat_login_oidc_tokens_total",
+    "Token responses of the OpenID provider, by grant: authorization_code, refresh_token.",
+    ["grant"],
+)
+OIDC_REFRESH_REUSE = Counter(
+    "wechat_login_oidc_refresh_reuse_total",
+    "Rotated refresh tokens (or spent codes) presented again: their whole family was revoked.",
+)

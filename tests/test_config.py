@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from joserfc.jwk import RSAKey
 
 from app import create_app
 from app.emulator import EMULATOR_API_BASE
@@ -20,11 +21,20 @@ REAL_CREDENTIALS = {
 
 
 @pytest.fixture
-def production_settings(redis_url: str) -> dict:
+def signing_key(tmp_path) -> str:
+    """A PEM file holding an RSA private key, as OIDC_SIGNING_KEY names one."""
+    path = tmp_path / "oidc.pem"
+    path.write_bytes(RSAKey.generate_key(2048).as_pem(private=True))
+    return str(path)
+
+
+@pytest.fixture
+def production_settings(redis_url: str, signing_key: str) -> dict:
     return {
         "SECRET_KEY": "a-long-random-production-key",
         "REDIS_URL": redis_url,
         "PUBLIC_BASE_URL": "https://login.example.com",
+        "OIDC_SIGNING_KEY": signing_key,
         **REAL_CREDENTIALS,
     }
 
@@ -38,6 +48,7 @@ def production_settings(redis_url: str) -> dict:
         "WECHAT_TOKEN",
         "REDIS_URL",
         "PUBLIC_BASE_URL",
+        "OIDC_SIGNING_KEY",
     ],
 )
 def test_production_refuses_to_start_without_a_required_setting(production_settings, name):
@@ -191,3 +202,19 @@ def test_gunicorn_refuses_to_start_on_a_refused_setting_with_one_clear_line():
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert any(line.startswith("error: WECHAT_TOKEN ") for line in result.stderr.splitlines())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, b"not a key", b"-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"],
+    ids=["missing-file", "not-pem", "public-key"],
+)
+def test_an_unusable_signing_key_is_refused_naming_the_setting(
+    production_settings, tmp_path, content
+):
+    path = tmp_path / "bad.pem"
+    if content is not None:
+        path.write_bytes(content)
+
+    with pytest.raises(SettingsError, match="OIDC_SIGNING_KEY"):
+        create_app(ProductionConfig, {**production_settings, "OIDC_SIGNING_KEY": str(path)})

@@ -698,3 +698,43 @@ def test_development_workers_share_one_key(redis_url):
             app.extensions["wechat_login"].hub.close()
 
     assert kids[0] == kids[1]
+
+
+def test_signing_out_here_revokes_the_apps_tokens(provider, logout_receiver):
+    received, uri = logout_receiver
+    client_id, secret = add_client(provider, trusted=True, backchannel_logout_uri=uri)
+    rp = RelyingParty(provider, client_id, secret)
+    browser = Browser(provider)
+    token = rp.exchange(code_of(browser.authorize(rp.authorization_url())))
+
+    signed_out = browser.http.post(
+        provider.base + "/api/logout", headers={"Origin": provider.base}, timeout=5
+    )
+
+    assert signed_out.status_code == 200
+    info = requests.get(
+        rp.config["userinfo_endpoint"],
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+        timeout=5,
+    )
+    assert info.status_code == 401
+    wait_for(lambda: received)
+
+
+@pytest.mark.parametrize("oidc_overrides", [{"PERMANENT_SESSION_LIFETIME": 1}])
+def test_an_expired_session_is_noticed_and_its_apps_told(provider, logout_receiver):
+    received, uri = logout_receiver
+    client_id, secret = add_client(provider, trusted=True, backchannel_logout_uri=uri)
+    rp = RelyingParty(provider, client_id, secret)
+    token = rp.exchange(code_of(Browser(provider).authorize(rp.authorization_url())))
+    oidc = provider.app.extensions["oidc"]
+    wait_for(lambda: oidc.sweep_expired() == 1)
+
+    info = requests.get(
+        rp.config["userinfo_endpoint"],
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+        timeout=5,
+    )
+    assert info.status_code == 401
+    wait_for(lambda: received)
+    assert oidc.sweep_expired() == 0  # ended once

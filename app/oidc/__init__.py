@@ -6,12 +6,15 @@ the endpoints (``views.py``) and the ``flask oidc`` commands (``cli.py``).
 
 import requests
 from flask import Flask
+from joserfc.jwk import ECKey, RSAKey
+
+from config import SettingsError
 
 from ..login.users import UserStore
 from . import cli, views
 from .backchannel import BackchannelSender
 from .clients import ClientStore
-from .keys import SigningKeys, development_key, load_key
+from .keys import SigningKeyError, SigningKeys, development_key, load_key
 from .provider import Provider
 from .sessions import SessionRegistry
 from .tokens import TokenStore
@@ -32,7 +35,7 @@ def init_app(app: Flask, users: UserStore) -> Provider:
         The ``Provider``, also ``app.extensions["oidc"]``.
 
     Raises:
-        SigningKeyError: ``OIDC_SIGNING_KEY`` or ``OIDC_SIGNING_KEY_PREVIOUS`` cannot be used.
+        SettingsError: ``OIDC_SIGNING_KEY`` or ``OIDC_SIGNING_KEY_PREVIOUS`` cannot be used.
     """
     redis_client, prefix = app.extensions["redis"], app.config["REDIS_KEY_PREFIX"]
     # One issuer, exactly, everywhere: no trailing slash. Without OIDC_ISSUER or
@@ -63,11 +66,33 @@ def init_app(app: Flask, users: UserStore) -> Provider:
 
 
 def _signing_keys(app: Flask) -> SigningKeys:
-    path, previous = app.config["OIDC_SIGNING_KEY"], app.config["OIDC_SIGNING_KEY_PREVIOUS"]
-    if path:
-        current = load_key(path)
+    """The keys named by ``OIDC_SIGNING_KEY`` (and ``_PREVIOUS``); in development without
+    one, a key made once and kept in Redis.
+
+    Raises:
+        SettingsError: a key file cannot be used (the message names the setting).
+    """
+    if app.config["OIDC_SIGNING_KEY"]:
+        current = _key_of(app, "OIDC_SIGNING_KEY")
     else:  # development: production requires OIDC_SIGNING_KEY
         current = development_key(
             app.extensions["redis"], app.config["REDIS_KEY_PREFIX"] + "oidc:development_key"
         )
-    return SigningKeys(current, load_key(previous) if previous else None)
+    previous = (
+        _key_of(app, "OIDC_SIGNING_KEY_PREVIOUS")
+        if app.config["OIDC_SIGNING_KEY_PREVIOUS"]
+        else None
+    )
+    return SigningKeys(current, previous)
+
+
+def _key_of(app: Flask, setting: str) -> RSAKey | ECKey:
+    try:
+        return load_key(app.config[setting])
+    except SigningKeyError as exc:
+        raise SettingsError(
+            setting,
+            str(exc),
+            "name a PEM private key file (openssl genpkey -algorithm RSA -pkeyopt "
+            "rsa_keygen_bits:2048 -out oidc.pem)",
+        ) from None

@@ -144,11 +144,22 @@ class Provider:
                 )
         log.info("session ended: %d token famil(ies) revoked", len(ended.token_ids))
 
+    def sweep_expired(self) -> int:
+        """End every session whose lifetime ran out (their tokens revoked, their clients
+        told), as ``session_ended`` does for one ended by hand.
+
+        Returns:
+            How many were found expired (another process may have ended some first).
+        """
+        expired = self._registry.expired()
+        for sid in expired:
+            self._end(sid)
+        return len(expired)
+
     def _sweep(self) -> None:
         while True:
             time.sleep(SWEEP_SECONDS)
             try:
-                for sid in self._registry.expired():
-                    self._end(sid)
+                self.sweep_expired()
             except Exception:
                 log.exception("expired-session sweep failed; trying again later")

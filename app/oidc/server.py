@@ -32,6 +32,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint as AuthlibEndSessionEndp
 from flask import Flask, current_app, session
 
 from ..login.users import User, UserStore
+from ..metrics import OIDC_TOKENS
 from .clients import ClientStore, OIDCClient
 from .keys import SigningKeys
 from .tokens import AuthorizationCode, Token, TokenStore
@@ -117,6 +118,7 @@ def build_server(app: Flask, deps: Grants) -> tuple[AuthorizationServer, Resourc
     """
 
     def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
+        OIDC_TOKENS.labels(request.payload.grant_type).inc()
         if request.authorization_code is not None:
             origin: AuthorizationCode | Token = request.authorization_code
             auth_time = origin.auth_time

@@ -29,6 +29,8 @@ from typing import Any
 
 import redis
 
+from ..metrics import OIDC_REFRESH_REUSE
+
 #: Longest life of an authorization code, in seconds.
 CODE_SECONDS = 60
 #: How long a used code is remembered, so that a replay revokes what it gave (seconds).
@@ -179,6 +181,7 @@ class TokenStore:
             self._redis.delete(key)  # gone before HSETNX: it made a stray hash
             return None
         if not first_use:
+            OIDC_REFRESH_REUSE.inc()
             self.revoke_family(record["family"])
             return None
         if record["client_id"] != client_id:
@@ -251,6 +254,7 @@ class TokenStore:
         digest = token_hash(value)
         spent_family = self._redis.get(self._key(f"spent:{digest}"))
         if spent_family:
+            OIDC_REFRESH_REUSE.inc()
             self.revoke_family(spent_family)
             return None
         token = self.get_token(value, "refresh")

@@ -26,6 +26,7 @@ from flask import (
 
 from ..extensions import login_service
 from ..login.users import User
+from ..metrics import OIDC_AUTHORIZATIONS
 from ..views.security import require_same_origin
 from .provider import Provider
 from .server import CLAIMS, SCOPES, WECHAT_CLAIMS
@@ -115,12 +116,14 @@ def authorize() -> Response | str:
         held = oidc.tokens.hold_request(
             {"url": request.full_path, "client_id": client.client_id, "at": time.time()}
         )
+        OIDC_AUTHORIZATIONS.labels("login").inc()
         return redirect(url_for("oidc.login", request=held))
     consent_id = request.args.get("consent_request", "")
     held = oidc.tokens.held_request(consent_id)
     if held and held.get("user_id") == user.id and held.get("client_id") == client.client_id:
         oidc.tokens.release_request(consent_id)
         if held.get("decision") != "allow":
+            OIDC_AUTHORIZATIONS.labels("error").inc()
             return oidc.server.create_authorization_response(grant=grant, grant_user=None)
         oidc.tokens.consent(user.id, client.client_id, grant.request.scope)
     prompt = grant.request.payload.data.get("prompt", "").split()
@@ -139,7 +142,9 @@ def authorize() -> Response | str:
             }
         )
         scopes = [SCOPES[name] for name in scope.split() if name in SCOPES]
+        OIDC_AUTHORIZATIONS.labels("consent").inc()
         return render_template("consent.html", client=client, scopes=scopes, request_id=held)
+    OIDC_AUTHORIZATIONS.labels("code").inc()
     return oidc.server.create_authorization_response(grant=grant, grant_user=user)
 
 
@@ -164,6 +169,7 @@ def _state() -> str | None:
 def _error(error: OAuth2Error) -> Response | tuple[str, int]:
     """An authorization error: back to a validated ``redirect_uri`` when there is one, else
     an error page (an unknown client or an unregistered ``redirect_uri`` gets no redirect)."""
+    OIDC_AUTHORIZATIONS.labels("error").inc()
     if error.redirect_uri:
         return provider().server.handle_error_response(None, error)
     return render_template("oidc_error.html", error=error), 400

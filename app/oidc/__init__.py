@@ -66,27 +66,31 @@ def init_app(app: Flask, users: UserStore) -> Provider:
 
 
 def _signing_keys(app: Flask) -> SigningKeys:
-    """The keys named by ``OIDC_SIGNING_KEY`` (and ``_PREVIOUS``); in development without
-    one, a key made once and kept in Redis.
+    """The keys named by ``OIDC_SIGNING_KEY`` (and ``_PREVIOUS``), read now so that a bad one
+    stops the start; in development without one, a key made once and kept in Redis, fetched
+    at first use (Redis need not answer at start-up).
 
     Raises:
         SettingsError: a key file cannot be used (the message names the setting).
     """
-    if app.config["OIDC_SIGNING_KEY"]:
-        current = _key_of(app, "OIDC_SIGNING_KEY")
-    else:  # development: production requires OIDC_SIGNING_KEY
-        current = development_key(
-            app.extensions["redis"], app.config["REDIS_KEY_PREFIX"] + "oidc:development_key"
-        )
-    previous = (
-        _key_of(app, "OIDC_SIGNING_KEY_PREVIOUS")
-        if app.config["OIDC_SIGNING_KEY_PREVIOUS"]
-        else None
+    previous = _key_of(app, "OIDC_SIGNING_KEY_PREVIOUS")
+    current = _key_of(app, "OIDC_SIGNING_KEY")
+    if current is not None:
+        return SigningKeys(lambda: current, previous)
+    redis_client, name = app.extensions["redis"], app.config["REDIS_KEY_PREFIX"]
+    return SigningKeys(
+        lambda: development_key(redis_client, name + "oidc:development_key"), previous
     )
-    return SigningKeys(current, previous)
 
 
-def _key_of(app: Flask, setting: str) -> RSAKey | ECKey:
+def _key_of(app: Flask, setting: str) -> RSAKey | ECKey | None:
+    """The key a setting names (None when unset).
+
+    Raises:
+        SettingsError: the file cannot be used.
+    """
+    if not app.config[setting]:
+        return None
     try:
         return load_key(app.config[setting])
     except SigningKeyError as exc:

@@ -7,7 +7,7 @@ key's ``kid`` is its RFC 7638 thumbprint: stable across restarts and hosts.
 All key handling is joserfc's: nothing here encodes or signs by hand.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,28 @@ class SigningKeyError(ValueError):
     """A signing key file is missing, unreadable, or not an RSA or P-256 private key."""
 
 
-@dataclass(frozen=True)
 class SigningKeys:
     """The key that signs and the keys that verify.
 
-    Attributes:
-        current: the private key tokens are signed with.
+    Args:
+        current: returns the private key tokens are signed with; called once, at first use
+            (the development key lives in Redis, which need not answer at start-up).
         previous: a private key from before a rotation, published until its tokens expire.
     """
 
-    current: RSAKey | ECKey
-    previous: RSAKey | ECKey | None = None
+    def __init__(
+        self, current: Callable[[], RSAKey | ECKey], previous: RSAKey | ECKey | None = None
+    ) -> None:
+        self._load_current = current
+        self._current: RSAKey | ECKey | None = None
+        self.previous = previous
+
+    @property
+    def current(self) -> RSAKey | ECKey:
+        """The private key tokens are signed with."""
+        if self._current is None:
+            self._current = self._load_current()
+        return self._current
 
     @property
     def algorithm(self) -> str:

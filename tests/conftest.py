@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -22,6 +23,7 @@ import pytest
 import redis
 import requests
 import websocket
+from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
@@ -128,6 +130,84 @@ def fixture_xml(name: str, **values: object) -> bytes:
 def signed_query(token: str = TOKEN, **extra: str) -> dict[str, str]:
     """The ``signature``/``timestamp``/``nonce`` query WeChat adds to a callback."""
     return {**signature.signed_query(token), **extra}
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright (one per test module)."""
+    if not Path(CHROMIUM).exists():
+        # CI installs Debian's chromium, so there a missing browser is a failure, never a skip.
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Returns a function: a page in a fresh context, i.e. a separate browser with its own
+    cookies."""
+    contexts = []
+
+    def make() -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@dataclass
+class Provider:
+    """The app served on a port known before it was built (its issuer names the port)."""
+
+    app: object
+    base: str
+
+
+@pytest.fixture
+def oidc_overrides() -> dict:
+    """Settings a test adds (parametrize to change)."""
+    return {}
+
+
+@pytest.fixture
+def provider(redis_url, oidc_overrides) -> Iterator[Provider]:
+    """The app as an OpenID provider, served on a loopback port chosen before it was built:
+    its issuer (``PUBLIC_BASE_URL``) names that port."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(
+        TestingConfig,
+        {
+            "REDIS_URL": redis_url,
+            "PUBLIC_BASE_URL": base,
+            "LOGIN_RATE_LIMIT": "off",
+            **oidc_overrides,
+        },
+    )
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Provider(app, base)
+    server.shutdown()
+    thread.join(5)
+    app.extensions["wechat_login"].hub.close()
 
 
 #: The WeChat user who scans in tests that do not name one.

@@ -4,52 +4,14 @@ emulated phone, and the waiting page signs in, with no reload."""
 import os
 import re
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+#: Where the tests leave screenshots of what a person sees.
 SCREENSHOT_DIR = os.environ.get("SCREENSHOT_DIR", "/tmp")
-
-if not Path(CHROMIUM).exists():
-    # CI installs Debian's chromium, so there a missing browser is a failure, never a skip.
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Browser:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def new_page(browser):
-    """Returns a function: a page in a fresh context, i.e. a separate browser with its own
-    cookies."""
-    contexts = []
-
-    def make() -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def shown_scene(page: Page) -> str:

@@ -26,17 +26,10 @@ from joserfc.jwk import RSAKey
 from playwright.sync_api import expect
 from werkzeug.serving import make_server
 
-from tests import test_browser, test_oidc
 from tests.conftest import ROOT, free_port, page_client, say, scan
 from tests.test_browser import shown_scene
 from tests.test_oidc import RP_CALLBACK, Browser, add_client, code_of, query_of, wait_for
-
-# The provider served on a loopback port, and the Chromium fixtures, as the OIDC and browser
-# tests make them.
-oidc_overrides = test_oidc.oidc_overrides
-provider = test_oidc.provider
-browser = test_browser.browser
-new_page = test_browser.new_page
+from tests.test_oidc import SCANNER as OIDC_SCANNER
 
 SCANNER = "oExampleScanner000000000000001"
 RP_NODE = ROOT / "tests" / "rp-node"
@@ -331,13 +324,13 @@ def test_openid_client_signs_in_refreshes_and_signs_out(provider, openid_client,
         after,
     )
 
-    user = provider.app.extensions["wechat_login"].users.get(test_oidc.SCANNER)
+    user = provider.app.extensions["wechat_login"].users.get(OIDC_SCANNER)
     claims = finished["claims"]
     assert claims["sub"] == user.id
     assert claims["iss"] == issuer
     assert claims["nonce"] == started["nonce"]
-    assert claims["wechat_openid"] == test_oidc.SCANNER
-    assert finished["userinfo"]["wechat_openid"] == test_oidc.SCANNER
+    assert claims["wechat_openid"] == OIDC_SCANNER
+    assert finished["userinfo"]["wechat_openid"] == OIDC_SCANNER
     assert finished["refreshed"]["rotated"] is True
     assert finished["refreshed"]["userinfo"]["sub"] == user.id
     # Its end-session URL signs the browser out and sends it back where registered.

@@ -6,10 +6,8 @@ the scanner's "0". The relying party is Authlib's OAuth 2.0 client; the browser 
 
 import re
 import secrets
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from html import unescape
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -19,50 +17,13 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from werkzeug.serving import make_server
 
 from app import create_app
 from config import TestingConfig
-from tests.conftest import free_port, page_client, say, scan
+from tests.conftest import Provider, page_client, say, scan
 
 SCANNER = "oOidcScanner0000000000000001"
 RP_CALLBACK = "http://127.0.0.1:8765/callback"
-
-
-@dataclass
-class Provider:
-    """The app served on a port known before it was built (its issuer names the port)."""
-
-    app: object
-    base: str
-
-
-@pytest.fixture
-def oidc_overrides() -> dict:
-    """Settings a test adds (parametrize to change)."""
-    return {}
-
-
-@pytest.fixture
-def provider(redis_url, oidc_overrides) -> Iterator[Provider]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    app = create_app(
-        TestingConfig,
-        {
-            "REDIS_URL": redis_url,
-            "PUBLIC_BASE_URL": base,
-            "LOGIN_RATE_LIMIT": "off",
-            **oidc_overrides,
-        },
-    )
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Provider(app, base)
-    server.shutdown()
-    thread.join(5)
-    app.extensions["wechat_login"].hub.close()
 
 
 def add_client(provider: Provider, **options) -> tuple[str, str | None]:
@@ -738,3 +699,30 @@ def test_an_expired_session_is_noticed_and_its_apps_told(provider, logout_receiv
     assert info.status_code == 401
     wait_for(lambda: received)
     assert oidc.sweep_expired() == 0  # ended once
+
+
+def test_a_confirmed_logout_without_a_hint_goes_back_to_a_registered_uri(provider):
+    after = "http://127.0.0.1:8765/signed-out"
+    client_id, secret = add_client(provider, trusted=True, post_logout_redirect_uris=[after])
+    rp = RelyingParty(provider, client_id, secret)
+    browser = Browser(provider)
+    rp.exchange(code_of(browser.authorize(rp.authorization_url())))
+    asked = browser.get(
+        "/oidc/logout?"
+        + requests.compat.urlencode(
+            {"client_id": client_id, "post_logout_redirect_uri": after, "state": "bye"}
+        )
+    )
+    fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', asked.text))
+
+    confirmed = browser.http.post(
+        provider.base + "/oidc/logout",
+        data={**fields, "confirm": "yes"},
+        headers={"Origin": provider.base},
+        allow_redirects=False,
+        timeout=5,
+    )
+
+    assert confirmed.status_code == 302
+    assert confirmed.headers["Location"] == after + "?state=bye"
+    assert browser.get("/api/me").status_code == 401

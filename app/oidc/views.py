@@ -7,8 +7,8 @@ other error goes back to the ``redirect_uri`` with ``error``, ``error_descriptio
 """
 
 import time
-from urllib.parse import urlencode
 
+from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError
 from flask import (
@@ -184,13 +184,12 @@ def login() -> Response | str:
     client = provider().clients.get(held["client_id"]) if held else None
     if client is None:
         abort(400, "登录请求已过期，请回到应用重新登录。")
-    separator = "&" if "?" in held["url"] else "?"
     return render_template(
         "index.html",
         emulator="emulator" in current_app.blueprints,
         client_name=client.client_name,
         oidc_request=request_id,
-        continue_url=f"{held['url']}{separator}{urlencode({'login_request': request_id})}",
+        continue_url=add_params_to_uri(held["url"], {"login_request": request_id}),
     )
 
 
@@ -208,8 +207,7 @@ def consent() -> Response:
     decision = "allow" if request.form.get("decision") == "allow" else "deny"
     oidc.tokens.release_request(request_id)
     answered = oidc.tokens.hold_request({**held, "decision": decision})
-    separator = "&" if "?" in held["url"] else "?"
-    return redirect(f"{held['url']}{separator}{urlencode({'consent_request': answered})}")
+    return redirect(add_params_to_uri(held["url"], {"consent_request": answered}))
 
 
 @bp.post("/oidc/token")
@@ -239,15 +237,32 @@ def logout() -> Response | str | tuple[str, int]:
     if request.method == "POST" and request.form.get("confirm") == "yes":
         require_same_origin()
         end_browser_session()
-        return render_template("signed_out.html")
+        return _after_confirmed_logout(oidc)
     try:
         end_request = oidc.server.validate_endpoint_request("end_session")
     except OAuth2Error as error:
         return render_template("oidc_error.html", error=error), 400
     if end_request.needs_confirmation:
-        return render_template("confirm_logout.html")
+        return render_template(
+            "confirm_logout.html",
+            client=end_request.client,
+            post_logout_redirect_uri=request.values.get("post_logout_redirect_uri", ""),
+            state=request.values.get("state", ""),
+        )
     response = oidc.server.create_endpoint_response("end_session", end_request)
     return response or render_template("signed_out.html")
+
+
+def _after_confirmed_logout(oidc: Provider) -> Response | str:
+    """Where a confirmed logout goes: the client's ``post_logout_redirect_uri`` if it is one
+    it registered (the person confirmed, so no hint is needed: RP-Initiated Logout 1.0
+    section 3), with its ``state``; else our signed-out page."""
+    client = oidc.clients.get(request.form.get("client_id", ""))
+    uri = request.form.get("post_logout_redirect_uri", "")
+    if client is None or uri not in client.post_logout_redirect_uris:
+        return render_template("signed_out.html")
+    state = request.form.get("state", "")
+    return redirect(add_params_to_uri(uri, {"state": state}) if state else uri)
 
 
 def end_browser_session() -> None:

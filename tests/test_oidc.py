@@ -16,7 +16,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from app import create_app
 from config import TestingConfig
@@ -726,3 +726,20 @@ def test_a_confirmed_logout_without_a_hint_goes_back_to_a_registered_uri(provide
     assert confirmed.status_code == 302
     assert confirmed.headers["Location"] == after + "?state=bye"
     assert browser.get("/api/me").status_code == 401
+
+
+def test_an_ec_p256_key_signs_es256(tmp_path, redis_url):
+    key = ECKey.generate_key("P-256")
+    (tmp_path / "ec.pem").write_bytes(key.as_pem(private=True))
+    app = create_app(
+        TestingConfig, {"REDIS_URL": redis_url, "OIDC_SIGNING_KEY": str(tmp_path / "ec.pem")}
+    )
+    try:
+        keys = app.extensions["oidc"].keys
+        config = app.test_client().get("/.well-known/openid-configuration").get_json()
+        signed = keys.sign({"sub": "x"})
+    finally:
+        app.extensions["wechat_login"].hub.close()
+
+    assert config["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert jwt.decode(signed, key, algorithms=["ES256"]).header["alg"] == "ES256"

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 #: The algorithm each kind of key signs with.
@@ -96,7 +97,7 @@ def load_key(path: str) -> RSAKey | ECKey:
     for kind in (RSAKey, ECKey):
         try:
             key = kind.import_key(pem)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, JoseError):
             continue
         if key.is_private and (kind is RSAKey or key.curve_name == "P-256"):
             return key

@@ -1022,9 +1022,13 @@ def test_only_a_valid_scan_of_the_live_scene_signs_anyone_in(app: Flask, sequenc
     else:
         assert (attempt.status, attempt.openid) == (Status.CONFIRMED, first_scanner)
     # Nothing else was created or signed in: this attempt only, its code only if confirmed,
-    # and a user record for its scanner only.
+    # and a user record (and the index of its id) for its scanner only.
     assert set(redis_client.scan_iter("login:attempt:*")) == {f"login:attempt:{scene}"}
     codes = [redis_client.get(key) for key in redis_client.scan_iter("login:code:*")]
     assert codes == ([scene] if first_scanner else [])
     users = set(redis_client.scan_iter("user:*"))
-    assert users == ({f"user:{first_scanner}"} if first_scanner else set())
+    if first_scanner:
+        user_id = redis_client.hget(f"user:{first_scanner}", "id")
+        assert users == {f"user:{first_scanner}", f"user:id:{user_id}"}
+    else:
+        assert users == set()

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from authlib.oauth2.rfc6749 import InvalidGrantError
 from flask import Flask
 
@@ -161,5 +162,7 @@ class Provider:
             time.sleep(SWEEP_SECONDS)
             try:
                 self.sweep_expired()
+            except redis.RedisError as exc:
+                log.warning("expired-session sweep skipped, Redis unavailable: %s", exc)
             except Exception:
                 log.exception("expired-session sweep failed; trying again later")

@@ -24,6 +24,7 @@ from .logs import configure_logging
 from .setup_check import SETTINGS_PAGE
 from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface, raise_session_error
+from .wechat.callback import CallbackProtocol
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
 from .wechat.forwarding import Forwarder
@@ -86,6 +87,12 @@ def create_app(
     app.extensions["wechat_crypto"] = crypto
     app.extensions["wechat_signatures"] = SignatureLedger(
         redis_client, app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"], prefix=prefix
+    )
+    app.extensions["wechat_callback"] = CallbackProtocol(
+        token=app.config["WECHAT_TOKEN"],
+        crypto=crypto,
+        safe_only=app.config["WECHAT_ENCRYPT_MODE"] == "safe",
+        ledger=app.extensions["wechat_signatures"],
     )
     app.session_interface = SessionInterface(
         app,

@@ -3,9 +3,11 @@ redeem the code."""
 
 import enum
 import logging
+import queue
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
@@ -98,6 +100,43 @@ class LoginService:
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="user-info")
         self._forwarding = forwarding
+
+    # What the views need, so that none reaches into the stores or the hub.
+
+    def attempt(self, scene: str) -> Attempt | None:
+        """The attempt for ``scene``, or None when there is none (or it expired).
+
+        Raises:
+            redis.RedisError: Redis could not be read.
+        """
+        return self.store.get_attempt(scene)
+
+    def user(self, openid: str) -> User | None:
+        """The user record of ``openid``, or None."""
+        return self.users.get(openid)
+
+    def waiting(self, scene: str, client: str) -> AbstractContextManager[queue.SimpleQueue[str]]:
+        """Wait for changes to ``scene``'s attempt (see ``LoginHub.waiting``)."""
+        return self.hub.waiting(scene, client)
+
+    def waiting_count(self, client: str | None = None) -> int:
+        """Pages waiting in this process: all, or those of ``client``."""
+        return self.hub.waiting_count(client)
+
+    @property
+    def going_away(self) -> bool:
+        """True once this process is shutting down: waiting pages should reconnect elsewhere."""
+        return self.hub.going_away
+
+    def go_away(self) -> None:
+        """This process is shutting down: close every waiting page's socket now."""
+        self.hub.go_away()
+
+    def listening(self, timeout: float) -> bool:
+        """Start this process's pub/sub listener if needed; True once it is subscribed (within
+        ``timeout`` seconds)."""
+        self.hub.start()
+        return self.hub.subscribed.wait(timeout)
 
     def start_attempt(self, browser_hash: str, context: AttemptContext) -> tuple[Attempt, QRCode]:
         """Give the browser a QR code bound to it: its live one if it has one and asks from the

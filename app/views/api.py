@@ -123,7 +123,7 @@ def redeem() -> Response:
 def me() -> Response:
     """The signed-in user: 200 ``User.to_json()``, or 401."""
     openid = session.get("openid")
-    user = login_service().users.get(openid) if openid else None
+    user = login_service().user(openid) if openid else None
     if user is None:
         raise APIError(401, "not_signed_in", "尚未登录。")
     return jsonify(user.to_json())

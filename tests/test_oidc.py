@@ -253,12 +253,11 @@ def test_without_the_wechat_scope_no_wechat_ids(provider):
 # PKCE.
 
 
-def authorization_request(provider, client_id, **params) -> requests.Response:
+def authorization_request(provider, **params) -> requests.Response:
     """A browser sent to the authorization endpoint with these parameters (state ``s-1``)."""
     config = discovery(provider)
     query = {
         "response_type": "code",
-        "client_id": client_id,
         "redirect_uri": RP_CALLBACK,
         "scope": "openid",
         "state": "s-1",
@@ -281,7 +280,7 @@ def authorization_request(provider, client_id, **params) -> requests.Response:
 def test_a_public_client_without_s256_is_refused_at_the_authorization_endpoint(provider, params):
     client_id, _ = add_client(provider, public=True, trusted=True)
 
-    answer = authorization_request(provider, client_id, **params)
+    answer = authorization_request(provider, client_id=client_id, **params)
 
     sent_back = query_of(code_of(answer))
     assert sent_back["error"] == "invalid_request"
@@ -482,7 +481,7 @@ def test_denied_consent_answers_access_denied(provider):
 def test_an_unknown_client_or_unregistered_redirect_uri_never_redirects(provider, change):
     client_id, _ = add_client(provider, trusted=True)
 
-    answer = authorization_request(provider, client_id, **change)
+    answer = authorization_request(provider, **{"client_id": client_id, **change})
 
     assert answer.status_code == 400
     assert "Location" not in answer.headers
@@ -501,7 +500,7 @@ def test_other_errors_go_back_to_the_redirect_uri_with_state(provider, change, e
     client_id, _ = add_client(provider, trusted=True)
     pkce = {"code_challenge": "a" * 43, "code_challenge_method": "S256"}
 
-    answer = authorization_request(provider, client_id, **{**pkce, **change})
+    answer = authorization_request(provider, client_id=client_id, **{**pkce, **change})
 
     sent_back = query_of(code_of(answer))
     assert sent_back["error"] == error

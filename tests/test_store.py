@@ -370,6 +370,7 @@ def test_confirm_from_scanned_by_the_scanner(store, attempt, redis_client):
     assert redis_client.hgetall(f"login:signin:{SCENE}") == {
         "openid": "oScanner",
         "browser_hash": BROWSER,
+        "method": "scan",
     }
     for key in ("login:signins:oScanner", f"login:signin:{SCENE}"):
         assert redis_client.ttl(key) == pytest.approx(7 * 86400, abs=1)

@@ -111,6 +111,10 @@ class LoginService:
         """
         return self.store.get_attempt(scene)
 
+    def method_of(self, scene: str) -> str:
+        """The login method that signed in ``scene``'s attempt (``scan``, ``message``, ...)."""
+        return self.store.signin_method(scene)
+
     def user(self, openid: str) -> User | None:
         """The user record of ``openid``, or None."""
         return self.users.get(openid)
@@ -221,17 +225,36 @@ class LoginService:
         return None
 
     def _take_scan(self, scan: ScanEvent) -> str:
-        if self._confirmation_due(scan.openid, scan.scene_str):
-            outcome, attempt = self.store.mark_scanned(scan.scene_str, scan.openid)
-        else:
-            outcome, attempt = self.store.confirm(scan.scene_str, scan.openid)
         kind = "new_follower" if scan.new_follower else "returning"
         SCANS.labels(kind).inc()
-        log.info("scan by a %s scene=%s outcome=%s", kind, scan.scene_str, outcome.value)
+        return self.complete(scan.scene_str, scan.openid, method="scan", logged=f"scan by a {kind}")
+
+    def complete(self, scene: str, openid: str, *, method: str, logged: str = "") -> str:
+        """A proof from a login method arrived: ``openid`` completes ``scene``'s attempt, as
+        every method does (the confirm policy, the push, the reply).
+
+        Args:
+            scene: the attempt's scene.
+            openid: who proved themselves.
+            method: the login method (``scan``, ``message``, ``wechat_browser``).
+            logged: how the log names it (default ``proof by <method>``).
+
+        Returns:
+            The text to reply to ``openid`` in WeChat: signed in (naming the site, browser, IP
+            and time), asked to confirm, or why not (taken, unknown or expired).
+
+        Raises:
+            redis.RedisError: state could not be read or written.
+        """
+        if self._confirmation_due(openid, scene):
+            outcome, attempt = self.store.mark_scanned(scene, openid, method)
+        else:
+            outcome, attempt = self.store.confirm(scene, openid, method)
+        log.info("%s scene=%s outcome=%s", logged or f"proof by {method}", scene, outcome.value)
         if outcome is ConfirmOutcome.CONFIRMED:
-            self._signed_in(scan.openid, scan.scene_str)
+            self._signed_in(openid, scene)
         elif outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
-            self.hub.publish(scan.scene_str)
+            self.hub.publish(scene)
         return self._reply(outcome, attempt)
 
     def _take_answer(self, openid: str, answer: str) -> str | None:

@@ -98,6 +98,8 @@ class Attempt:
         ticket, qrcode_url: the QR code WeChat made for it (given back to the same browser).
         context: site, browser and IP of the attempt, for the scanner to check.
         confirmed_at: when it was confirmed, epoch seconds (None before).
+        method: the login method whose proof scanned or confirmed it (``scan``,
+            ``message``, ``wechat_browser``); "" while waiting.
     """
 
     scene: str
@@ -111,6 +113,7 @@ class Attempt:
     qrcode_url: str = ""
     context: AttemptContext = AttemptContext()
     confirmed_at: float | None = None
+    method: str = ""
 
     def owned_by(self, browser_hash: str) -> bool:
         """Tell, in constant time, whether the browser with this secret hash made the attempt."""
@@ -313,18 +316,25 @@ class LoginStore:
                 data.get("client", ""),
             ),
             confirmed_at=float(data["confirmed_at"]) if "confirmed_at" in data else None,
+            method=data.get("method", ""),
         )
         still_open = attempt.status in (Status.WAITING, Status.SCANNED)
         if still_open and self._clock() >= attempt.expires_at:
             return None
         return attempt
 
-    def confirm(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
+    def confirm(
+        self, scene: str, openid: str, method: str | None = None
+    ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Mark an attempt confirmed by ``openid``, atomically, once.
 
-        From waiting (a scan, no confirmation asked) or scanned by the same openid (their "1").
+        From waiting (a proof, no confirmation asked) or scanned by the same openid (their "1").
         The attempt then lives as long as its one-time code, so that a browser reconnecting
         shortly after still gets the code.
+
+        Args:
+            method: the login method whose proof this is; None keeps the one recorded when it
+                was scanned (a "1"), else ``scan``.
 
         Returns:
             ``(outcome, attempt)``: ``CONFIRMED``, ``ALREADY_CONFIRMED``, ``TAKEN`` or
@@ -342,6 +352,7 @@ class LoginStore:
                 openid=openid,
                 code=secrets.token_urlsafe(32),
                 confirmed_at=self._clock(),
+                method=method or attempt.method or "scan",
             )
             key = self._attempt_key(scene)
             pipe.multi()
@@ -352,18 +363,22 @@ class LoginStore:
                     "openid": openid,
                     "code": confirmed.code,
                     "confirmed_at": repr(confirmed.confirmed_at),
+                    "method": confirmed.method,
                 },
             )
             pipe.expire(key, self._code_ttl)
             pipe.set(self._key(f"login:code:{confirmed.code}"), scene, ex=self._code_ttl)
             pipe.delete(self._key(f"login:pending:{openid}"))
-            self._record_signin(pipe, scene, openid, attempt.browser_hash, confirmed.confirmed_at)
+            self._record_signin(pipe, scene, openid, confirmed)
             return ConfirmOutcome.CONFIRMED, confirmed
 
         return self._transition(scene, openid, decide)
 
-    def mark_scanned(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
-        """Mark a waiting attempt scanned by ``openid``, whose confirmation is now awaited.
+    def mark_scanned(
+        self, scene: str, openid: str, method: str = "scan"
+    ) -> tuple[ConfirmOutcome, Attempt | None]:
+        """Mark a waiting attempt scanned by ``openid`` (its proof came by ``method``), whose
+        confirmation is now awaited.
 
         Returns:
             ``(outcome, attempt)``: ``AWAITING_CONFIRMATION`` (also for the same openid
@@ -379,11 +394,11 @@ class LoginStore:
             pipe.multi()
             pipe.hset(
                 self._attempt_key(scene),
-                mapping={"status": Status.SCANNED.value, "openid": openid},
+                mapping={"status": Status.SCANNED.value, "openid": openid, "method": method},
             )
             # One pending confirmation per openid: their next "1" or "0" answers this one.
             pipe.set(self._key(f"login:pending:{openid}"), scene, ex=left)
-            scanned = replace(attempt, status=Status.SCANNED, openid=openid)
+            scanned = replace(attempt, status=Status.SCANNED, openid=openid, method=method)
             return ConfirmOutcome.AWAITING_CONFIRMATION, scanned
 
         return self._transition(scene, openid, decide)
@@ -438,14 +453,22 @@ class LoginStore:
         return self._redis.get(self._key(f"login:pending:{openid}"))
 
     def _record_signin(
-        self, pipe: redis.client.Pipeline, scene: str, openid: str, browser_hash: str, now: float
+        self, pipe: redis.client.Pipeline, scene: str, openid: str, confirmed: Attempt
     ) -> None:
         """Queue the record of a confirmed login, so that "0" can find and end it."""
+        now = confirmed.confirmed_at
         signin, signins = (
             self._key(f"login:signin:{scene}"),
             self._key(f"login:signins:{openid}"),
         )
-        pipe.hset(signin, mapping={"openid": openid, "browser_hash": browser_hash})
+        pipe.hset(
+            signin,
+            mapping={
+                "openid": openid,
+                "browser_hash": confirmed.browser_hash,
+                "method": confirmed.method,
+            },
+        )
         pipe.expire(signin, self._recent_ttl)
         pipe.zadd(signins, {scene: now})
         pipe.zremrangebyscore(signins, "-inf", now - self._recent_ttl)
@@ -550,6 +573,10 @@ class LoginStore:
                 )
             pipe.execute()
         return ended
+
+    def signin_method(self, scene: str) -> str:
+        """The login method of a confirmed login (``scan`` for one recorded before methods)."""
+        return self._redis.hget(self._key(f"login:signin:{scene}"), "method") or "scan"
 
     def forget_signin(self, openid: str, scene: str) -> None:
         """Drop the record of a login whose session was ended by signing out."""

@@ -114,7 +114,13 @@ def redeem() -> Response:
         session,
         session_id,
         # auth_time: when this person proved themselves, for OpenID Connect (max_age, prompt).
-        {"openid": user.openid, "scene": scene, "user_id": user.id, "auth_time": time.time()},
+        {
+            "openid": user.openid,
+            "scene": scene,
+            "user_id": user.id,
+            "auth_time": time.time(),
+            "method": login_service().method_of(scene),
+        },
     )
     return jsonify(user.to_json())
 

@@ -27,6 +27,7 @@ from .views.cookies import SessionInterface, raise_session_error
 from .wechat.callback import CallbackProtocol
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
+from .wechat.dedupe import RetryLedger
 from .wechat.forwarding import Forwarder
 from .wechat.replay import SignatureLedger
 
@@ -127,6 +128,7 @@ def create_app(
             # Pub/sub ignores the database number: the channel is named after the deployment.
             channel=f"{prefix}login:attempts",
         ),
+        retries=RetryLedger(redis_client, prefix=prefix),
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
         end_session=end_session,

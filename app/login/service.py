@@ -15,6 +15,7 @@ import redis
 
 from ..metrics import DEDUPLICATED, LOGINS, QRCODES_CREATED, SCANS
 from ..wechat.client import QRCode, WeChatClient
+from ..wechat.dedupe import RetryLedger
 from ..wechat.errors import WeChatError
 from ..wechat.messages import Message, ScanEvent
 from .hub import LoginHub
@@ -63,9 +64,10 @@ class LoginService:
 
     Args:
         wechat: the API client.
-        store: attempts, codes, dedupe.
+        store: attempts and codes.
         users: user records.
         hub: the cross-worker push.
+        retries: WeChat's retried callbacks, answered once.
         qr_expire_seconds: the life asked of each QR code, in seconds.
         confirm_policy: when the scanner must confirm in WeChat.
         end_session: ends a server-side session by id for good (the scanner's "0", sign-out).
@@ -83,6 +85,7 @@ class LoginService:
         store: LoginStore,
         users: UserStore,
         hub: LoginHub,
+        retries: RetryLedger,
         qr_expire_seconds: int,
         confirm_policy: ConfirmPolicy = ConfirmPolicy.OFF,
         end_session: Callable[[str], None] = lambda session_id: None,
@@ -94,6 +97,7 @@ class LoginService:
         self.store = store
         self.users = users
         self.hub = hub
+        self.retries = retries
         self.qr_expire_seconds = qr_expire_seconds
         self.confirm_policy = ConfirmPolicy(confirm_policy)
         self._end_session = end_session
@@ -196,7 +200,7 @@ class LoginService:
         action = self._action_for(message)
         if action is None:
             return None
-        earlier_reply = self.store.claim_callback(message.dedupe_key)
+        earlier_reply = self.retries.claim(message.dedupe_key)
         if earlier_reply:
             DEDUPLICATED.inc()
             log.info("retried callback deduplicated")
@@ -207,11 +211,11 @@ class LoginService:
         try:
             reply = action()
         except Exception:
-            self.store.release_callback(message.dedupe_key)
+            self.retries.release(message.dedupe_key)
             raise
         # A message left to another handler is remembered as answered with nothing: a retry
         # of it is acknowledged, never handed over twice.
-        self.store.remember_reply(message.dedupe_key, reply or "")
+        self.retries.remember(message.dedupe_key, reply or "")
         return reply
 
     def _action_for(self, message: Message) -> Callable[[], str | None] | None:

@@ -8,8 +8,6 @@ Redis holds the truth; the hub only wakes waiters. Keys (each after ``REDIS_KEY_
 - ``login:signin:<scene>``: hash ``{openid, browser_hash, session}``, a confirmed login and the
   session it became; ``login:signins:<openid>``: sorted set of those scenes by confirmation
   time. Both live as long as a session (``recent_ttl``): the scanner's "0" ends all of them.
-- ``wechat:dedupe:<dedupe_key>``: the reply given to a callback, so that WeChat's retry of it
-  gets the same answer and changes nothing.
 """
 
 import enum
@@ -23,9 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import redis
-
-#: How long a callback is remembered for dedupe, in seconds. WeChat retries within ~15 s.
-DEDUPE_SECONDS = 300
 
 
 def new_scene(now: float) -> str:
@@ -584,27 +579,3 @@ class LoginStore:
             pipe.zrem(self._key(f"login:signins:{openid}"), scene)
             pipe.delete(self._key(f"login:signin:{scene}"))
             pipe.execute()
-
-    def claim_callback(self, dedupe_key: str) -> str | None:
-        """Claim a callback for processing, or learn the reply already given to it.
-
-        Args:
-            dedupe_key: ``Message.dedupe_key``.
-
-        Returns:
-            None when this is the first delivery (process it, then ``remember_reply``); the
-            stored reply content (``""`` for none, or while the first delivery is still being
-            processed) for a retry.
-        """
-        key = self._key(f"wechat:dedupe:{dedupe_key}")
-        if self._redis.set(key, "", nx=True, ex=DEDUPE_SECONDS):
-            return None
-        return self._redis.get(key) or ""
-
-    def remember_reply(self, dedupe_key: str, reply: str) -> None:
-        """Store the reply given to a claimed callback, for its retries."""
-        self._redis.set(self._key(f"wechat:dedupe:{dedupe_key}"), reply, ex=DEDUPE_SECONDS)
-
-    def release_callback(self, dedupe_key: str) -> None:
-        """Forget a claim whose processing failed, so WeChat's retry is processed afresh."""
-        self._redis.delete(self._key(f"wechat:dedupe:{dedupe_key}"))

@@ -19,13 +19,13 @@ from flask import Flask
 
 from config import SettingsError
 
+from .settings import SETTINGS_PAGE
 from .wechat.delivery import WECHAT_REPLY_SECONDS
 from .wechat.errors import WeChatAPIError, WeChatError, WeChatTransportError
 from .wechat.replay import SignatureLedger
 from .wechat.signature import signed_query
 
 #: Where the account's settings live, for the fixes (the sandbox has them on one page).
-SETTINGS_PAGE = "公众号后台「设置与开发 → 基本配置」（测试号：「测试号管理」页）"
 
 
 class Verdict(enum.StrEnum):

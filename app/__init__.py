@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 from flask_limiter import Limiter
+from limits.storage import storage_from_string
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import CONFIGS, Config, SettingsError, Unreadable
@@ -17,11 +19,13 @@ from config import CONFIGS, Config, SettingsError, Unreadable
 from . import cli, emulator, oidc
 from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, sock
 from .login.hub import LoginHub
+from .login.methods import MESSAGE, LoginMethods, parse_methods
+from .login.methods.message import MessageCodes
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
-from .setup_check import SETTINGS_PAGE
+from .setup_check import SETTINGS_PAGE, try_qr_creation
 from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface, raise_session_error
 from .wechat.callback import CallbackProtocol
@@ -68,6 +72,7 @@ def create_app(
     if emulated:
         emulator.configure(app)  # the emulated account's AppID and Token, which crypto uses
     _check_forward_token(app)  # after the emulator's default Token, which it must not equal
+    methods = _login_methods(app)  # after the emulator's default account QR
     crypto = _crypto(app)
 
     redis_client, raw_redis = init_redis(app)
@@ -131,6 +136,18 @@ def create_app(
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
         end_session=end_session,
         forwarding=bool(app.config["WECHAT_FORWARD_URL"]),
+        methods=LoginMethods(
+            methods,
+            redis_client=redis_client,
+            probe=partial(try_qr_creation, wechat),
+            prefix=prefix,
+        ),
+        message_codes=MessageCodes(
+            redis_client,
+            # Counted in the shared Redis, so a guesser gains nothing from many workers.
+            storage_from_string(limiter_storage_uri(app), key_prefix=f"{prefix}limits"),
+            prefix=prefix,
+        ),
     )
     app.extensions["wechat_forwarder"] = (
         Forwarder(
@@ -245,6 +262,41 @@ def _check_forward_token(app: Flask) -> None:
             "give the upstream handler a Token of its own: with ours, what it receives would "
             "open our callback",
         )
+
+
+def _login_methods(app: Flask) -> tuple[str, ...] | None:
+    """``LOGIN_METHODS`` as the methods it names (None for ``auto``), checked with
+    ``WECHAT_ACCOUNT_QR``.
+
+    Raises:
+        SettingsError: an unknown method; ``message`` without the account's QR code; an
+            account QR that is neither an http(s) URL nor a readable file.
+    """
+    try:
+        methods = parse_methods(app.config["LOGIN_METHODS"])
+    except ValueError as exc:
+        raise SettingsError(
+            "LOGIN_METHODS",
+            f"must be auto, or some of scan, message, wechat_browser (comma-separated, each "
+            f"once), not {app.config['LOGIN_METHODS']!r} ({exc})",
+            "list the methods to offer in order, e.g. scan,message; or unset it (auto)",
+        ) from None
+    account_qr = app.config["WECHAT_ACCOUNT_QR"]
+    if methods is not None and MESSAGE in methods and not account_qr:
+        raise SettingsError(
+            "WECHAT_ACCOUNT_QR",
+            "must be set with LOGIN_METHODS=message: people follow the account before they "
+            "send it the code",
+            "download the account's QR code from 公众号后台「设置与开发 → 公众号设置」 and set "
+            "WECHAT_ACCOUNT_QR to the file's path or to an https:// URL of it",
+        )
+    if account_qr and not re.match(r"https?://", account_qr) and not os.path.isfile(account_qr):
+        raise SettingsError(
+            "WECHAT_ACCOUNT_QR",
+            "must be an http(s) URL or the path of an image file, and no file is there",
+            "set the path of the downloaded QR image (readable by this process), or its URL",
+        )
+    return methods
 
 
 def _check_settings(app: Flask) -> None:

@@ -189,6 +189,16 @@ class Config:
     #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts).
     LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
 
+    #: The login methods offered, in order, comma-separated: ``scan`` (a parametric QR code),
+    #: ``message`` (a code sent to the account as a text message), ``wechat_browser``. ``auto``:
+    #: ``scan``, or ``message`` when WeChat answers 48001 (no parametric QR codes for this
+    #: account type), asked at first use and then every hour.
+    LOGIN_METHODS = os.environ.get("LOGIN_METHODS", "auto")
+    #: The account's own follow QR code, shown beside the message code: an image URL
+    #: (``https://...``) or the path of an image file, which we serve at ``/account-qr``.
+    #: Download it from 公众号后台「设置与开发 → 公众号设置」. Required with ``message``.
+    WECHAT_ACCOUNT_QR = os.environ.get("WECHAT_ACCOUNT_QR", "")
+
     #: ``off`` (the scan signs in), ``always`` or ``new_device``: when the scanner must
     #: confirm in WeChat by replying 1 (against QR-login hijacking).
     LOGIN_CONFIRM = os.environ.get("LOGIN_CONFIRM", "off")
@@ -248,6 +258,9 @@ class TestingConfig(Config):
     REDIS_URL = ""
     #: Tests read keys by their bare names; tests/test_prefix.py checks the default.
     REDIS_KEY_PREFIX = ""
+    #: Tests choose their methods: ``auto``'s first probe would take the faults a test injects
+    #: for a login's QR code. tests/test_message_login.py tests ``auto``.
+    LOGIN_METHODS = "scan"
 
 
 class ProductionConfig(Config):

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 from flask_limiter import Limiter
+from limits.storage import storage_from_string
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import CONFIGS, Config
@@ -16,10 +18,13 @@ from config import CONFIGS, Config
 from . import cli, emulator, oidc, settings
 from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, sock
 from .login.hub import LoginHub
+from .login.methods import LoginMethods, parse_methods
+from .login.methods.message import MessageCodes
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
+from .setup_check import try_qr_creation
 from .views import api, callback, errors, ops, pages, security, ws
 from .views.cookies import SessionInterface, raise_session_error
 from .wechat.callback import CallbackProtocol
@@ -67,6 +72,7 @@ def create_app(
         app.config["SECRET_KEY"] = os.urandom(32)
         log.warning("SECRET_KEY is unset: using a random one for this process")
     app.config["SITE_NAME"] = _site_name(app)
+    methods = parse_methods(app.config["LOGIN_METHODS"])
     crypto = _crypto(app)
 
     redis_client, raw_redis = init_redis(app)
@@ -131,6 +137,18 @@ def create_app(
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
         end_session=end_session,
         forwarding=bool(app.config["WECHAT_FORWARD_URL"]),
+        methods=LoginMethods(
+            methods,
+            redis_client=redis_client,
+            probe=partial(try_qr_creation, wechat),
+            prefix=prefix,
+        ),
+        message_codes=MessageCodes(
+            redis_client,
+            # Counted in the shared Redis, so a guesser gains nothing from many workers.
+            storage_from_string(limiter_storage_uri(app), key_prefix=f"{prefix}limits"),
+            prefix=prefix,
+        ),
     )
     app.extensions["wechat_forwarder"] = (
         Forwarder(

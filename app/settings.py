@@ -5,6 +5,7 @@ start with one line naming it and the fix (``config.SettingsError``).
 emulator's defaults are in: what it lets through, the rest of the app can rely on.
 """
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from config import SettingsError, Unreadable
 
 from .emulator import EMULATOR_TOKEN
+from .login.methods import MESSAGE, parse_methods
 from .login.service import ConfirmPolicy
 
 #: Where an account's AppID, AppSecret, Token and EncodingAESKey are, for fixes.
@@ -74,6 +76,31 @@ def validate(config: Mapping[str, Any]) -> None:
             "WECHAT_TOKEN_ENDPOINT",
             f"must be stable or classic, not {config['WECHAT_TOKEN_ENDPOINT']!r}",
             "unset it (stable), or set classic for cgi-bin/token",
+        )
+    try:
+        methods = parse_methods(config["LOGIN_METHODS"])
+    except ValueError as exc:
+        raise SettingsError(
+            "LOGIN_METHODS",
+            f"must be auto, or some of scan, message, wechat_browser (comma-separated, each "
+            f"once), not {config['LOGIN_METHODS']!r} ({exc})",
+            "list the methods to offer in order, e.g. scan,message; or unset it (auto)",
+        ) from None
+    account_qr = config["WECHAT_ACCOUNT_QR"]
+    # Without an AppID the emulator stands in, with an account QR of its own.
+    if methods is not None and MESSAGE in methods and not account_qr and config["WECHAT_APP_ID"]:
+        raise SettingsError(
+            "WECHAT_ACCOUNT_QR",
+            "must be set with LOGIN_METHODS=message: people follow the account before they "
+            "send it the code",
+            "download the account's QR code from 公众号后台「设置与开发 → 公众号设置」 and set "
+            "WECHAT_ACCOUNT_QR to the file's path or to an https:// URL of it",
+        )
+    if account_qr and not re.match(r"https?://", account_qr) and not os.path.isfile(account_qr):
+        raise SettingsError(
+            "WECHAT_ACCOUNT_QR",
+            "must be an http(s) URL or the path of an image file, and no file is there",
+            "set the path of the downloaded QR image (readable by this process), or its URL",
         )
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise SettingsError(

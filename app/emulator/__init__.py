@@ -6,6 +6,8 @@ user's phone: its page lists the live QR codes and, when a person "scans" one, p
 real-format event XML, signed with our Token, to our callback over HTTP, as WeChat would.
 """
 
+from pathlib import Path
+
 from flask import Blueprint, Flask
 
 from . import api, phone
@@ -23,6 +25,9 @@ EMULATOR_SETTINGS = {
 }
 #: The Token used unless WECHAT_TOKEN is set.
 EMULATOR_TOKEN = "emulatortoken"
+#: The emulated account's follow QR code (a file, as an account's downloaded one would be),
+#: used unless WECHAT_ACCOUNT_QR is set.
+EMULATOR_ACCOUNT_QR = str(Path(__file__).resolve().parents[2] / "static/emulator-account-qr.svg")
 
 bp = Blueprint("emulator", __name__, url_prefix="/_emulator")
 bp.register_blueprint(api.bp)
@@ -34,6 +39,8 @@ def configure(app: Flask) -> None:
     app.config.update(EMULATOR_SETTINGS)
     if not app.config["WECHAT_TOKEN"]:
         app.config["WECHAT_TOKEN"] = EMULATOR_TOKEN
+    if not app.config["WECHAT_ACCOUNT_QR"]:
+        app.config["WECHAT_ACCOUNT_QR"] = EMULATOR_ACCOUNT_QR
 
 
 __all__ = ["EMULATOR_API_BASE", "EmulatorTransport", "bp", "configure"]

@@ -16,9 +16,11 @@ import redis
 from ..metrics import DEDUPLICATED, LOGINS, QRCODES_CREATED, SCANS
 from ..wechat.client import QRCode, WeChatClient
 from ..wechat.dedupe import RetryLedger
-from ..wechat.errors import WeChatError
+from ..wechat.errors import WeChatAPIError, WeChatError
 from ..wechat.messages import Message, ScanEvent
 from .hub import LoginHub
+from .methods import API_UNAUTHORIZED, MESSAGE, SCAN, LoginMethods
+from .methods.message import SLOWED_REPLY, WRONG_CODE_REPLY, MessageCodes, as_code
 from .store import (
     Attempt,
     AttemptContext,
@@ -76,6 +78,8 @@ class LoginService:
         forwarding: another handler takes the messages that are not about logging in
             (``WECHAT_FORWARD_URL``): a "1" or "0" with no login to act on is then left to it
             rather than answered here.
+        methods: the login methods on (``LOGIN_METHODS``); None: ``scan`` only.
+        message_codes: the codes of the ``message`` method (needed when it may be on).
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class LoginService:
         clock: Callable[[], float] = time.time,
         executor: Executor | None = None,
         forwarding: bool = False,
+        methods: LoginMethods | None = None,
+        message_codes: MessageCodes | None = None,
     ) -> None:
         self.wechat = wechat
         self.store = store
@@ -104,6 +110,8 @@ class LoginService:
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="user-info")
         self._forwarding = forwarding
+        self.methods = methods
+        self._message_codes = message_codes
 
     # What the views need, so that none reaches into the stores or the hub.
 
@@ -146,42 +154,82 @@ class LoginService:
         self.hub.start()
         return self.hub.subscribed.wait(timeout)
 
-    def start_attempt(self, browser_hash: str, context: AttemptContext) -> tuple[Attempt, QRCode]:
-        """Give the browser a QR code bound to it: its live one if it has one and asks from the
-        same browser and IP, else a new one.
+    def offered(self) -> tuple[str, ...]:
+        """The login methods on now, in order (``LOGIN_METHODS``, or what ``auto`` found).
+
+        Raises:
+            redis.RedisError: ``auto``'s shared answer could not be read.
+        """
+        return self.methods.offered() if self.methods is not None else (SCAN,)
+
+    def start_attempt(
+        self, browser_hash: str, context: AttemptContext
+    ) -> tuple[Attempt, QRCode | None]:
+        """Give the browser an attempt bound to it: its live one if it has one, asks from the
+        same browser and IP, and carries the methods on now; else a new one, with a QR code
+        when ``scan`` is on and a message code when ``message`` is.
 
         Args:
             browser_hash: ``hash_secret()`` of the browser's binding secret.
             context: site, browser and IP, shown to the scanner.
 
         Returns:
-            ``(attempt, qrcode)``; ``qrcode.expire_seconds`` is the life left.
+            ``(attempt, qrcode)``; ``qrcode.expire_seconds`` is the life left; ``qrcode`` is
+            None when ``scan`` is off (``attempt.expires_in`` tells the life left then).
 
         Raises:
             WeChatError: WeChat refused or could not be reached.
             redis.RedisError: the attempt could not be stored.
         """
         now = self._clock()
+        offered = self.offered()
         live = self.store.live_attempt_of(browser_hash, context)
-        if live is not None and live.expires_in(now) >= REUSE_MIN_SECONDS and live.qrcode_url:
-            # Spares WeChat's daily QR quota: reloads and extra tabs share one QR code.
-            return live, QRCode(live.ticket, live.expires_in(now), live.qrcode_url)
+        if (
+            live is not None
+            and live.expires_in(now) >= REUSE_MIN_SECONDS
+            and bool(live.qrcode_url) == (SCAN in offered)
+            and bool(live.message_code) == (MESSAGE in offered and self._message_codes is not None)
+        ):
+            # Spares WeChat's daily QR quota: reloads and extra tabs share one QR code (and
+            # keep its message code).
+            qrcode = QRCode(live.ticket, live.expires_in(now), live.qrcode_url)
+            return live, qrcode if live.qrcode_url else None
         scene = new_scene(now)
-        qrcode = self.wechat.create_qrcode(scene, self.qr_expire_seconds)
-        QRCODES_CREATED.inc()
+        qrcode = None
+        if SCAN in offered:
+            try:
+                qrcode = self.wechat.create_qrcode(scene, self.qr_expire_seconds)
+            except WeChatAPIError as exc:
+                # With auto, a 48001 here answers the question before the next probe does.
+                if exc.errcode != API_UNAUTHORIZED or self.methods is None or not self.methods.auto:
+                    raise
+                offered = self.methods.learned(qr_allowed=False)
+            else:
+                QRCODES_CREATED.inc()
+        expire_seconds = qrcode.expire_seconds if qrcode else self.qr_expire_seconds
+        message_code = ""
+        if MESSAGE in offered and self._message_codes is not None:
+            message_code = self._message_codes.issue(scene, expire_seconds)
         attempt = self.store.create_attempt(
             scene,
             browser_hash,
-            qrcode.expire_seconds,
-            ticket=qrcode.ticket,
-            qrcode_url=qrcode.url,
+            expire_seconds,
+            ticket=qrcode.ticket if qrcode else "",
+            qrcode_url=qrcode.url if qrcode else "",
             context=context,
+            message_code=message_code,
         )
-        log.info("login attempt created scene=%s expire_seconds=%s", scene, qrcode.expire_seconds)
+        log.info(
+            "login attempt created scene=%s expire_seconds=%s methods=%s",
+            scene,
+            expire_seconds,
+            ",".join(offered),
+        )
         return attempt, qrcode
 
     def handle_message(self, message: Message) -> str | None:
-        """Act on a verified callback message: a scan, or the scanner's "1" or "0".
+        """Act on a verified callback message: a scan, a message code, or the scanner's "1"
+        or "0".
 
         Args:
             message: the parsed message.
@@ -226,7 +274,25 @@ class LoginService:
         answer = message.fields.get("Content", "").strip() if message.MsgType == "text" else ""
         if answer in ("1", "0"):
             return partial(self._take_answer, message.FromUserName, answer)
+        code = as_code(message.fields.get("Content", "")) if message.MsgType == "text" else None
+        if code is not None and self._message_codes is not None and MESSAGE in self.offered():
+            return partial(self._take_message_code, message.FromUserName, code)
         return None
+
+    def _take_message_code(self, openid: str, code: str) -> str:
+        assert self._message_codes is not None  # _action_for routes codes only then
+        allowed = self._message_codes.allowed(openid)
+        if allowed is None:
+            log.info("message code ignored: too many from one openid this hour")
+            return ""
+        if not allowed:
+            log.info("message code refused: too many from one openid this minute")
+            return SLOWED_REPLY
+        scene = self._message_codes.scene_of(code)
+        if scene is None:
+            log.info("message code unknown or expired")
+            return WRONG_CODE_REPLY
+        return self.complete(scene, openid, method=MESSAGE, logged="message code")
 
     def _take_scan(self, scan: ScanEvent) -> str:
         kind = "new_follower" if scan.new_follower else "returning"

@@ -3,7 +3,7 @@
 Redis holds the truth; the hub only wakes waiters. Keys (each after ``REDIS_KEY_PREFIX``):
 
 - ``login:attempt:<scene>``: hash ``{browser_hash, created_at, expires_at, status, openid,
-  code}``; TTL the QR's life, then the code's life once confirmed.
+  code, message_code}``; TTL the QR's life, then the code's life once confirmed.
 - ``login:code:<code>``: the scene; TTL the code's life; deleted by the one redeem that wins.
 - ``login:signin:<scene>``: hash ``{openid, browser_hash, session}``, a confirmed login and the
   session it became; ``login:signins:<openid>``: sorted set of those scenes by confirmation
@@ -95,6 +95,7 @@ class Attempt:
         confirmed_at: when it was confirmed, epoch seconds (None before).
         method: the login method whose proof scanned or confirmed it (``scan``,
             ``message``, ``wechat_browser``); "" while waiting.
+        message_code: the code to send to the account as a message ("" without that method).
     """
 
     scene: str
@@ -109,6 +110,7 @@ class Attempt:
     context: AttemptContext = AttemptContext()
     confirmed_at: float | None = None
     method: str = ""
+    message_code: str = ""
 
     def owned_by(self, browser_hash: str) -> bool:
         """Tell, in constant time, whether the browser with this secret hash made the attempt."""
@@ -206,6 +208,7 @@ class LoginStore:
         ticket: str = "",
         qrcode_url: str = "",
         context: AttemptContext = AttemptContext(),
+        message_code: str = "",
     ) -> Attempt:
         """Store a new waiting attempt that lives exactly as long as its QR.
 
@@ -215,6 +218,7 @@ class LoginStore:
             expire_seconds: the QR's life, in seconds.
             ticket, qrcode_url: the QR code, so the same browser can be given it again.
             context: site, browser and IP, for the scanner to check.
+            message_code: its message code, if the ``message`` method is on.
 
         Returns:
             The stored ``Attempt``.
@@ -229,6 +233,7 @@ class LoginStore:
             ticket=ticket,
             qrcode_url=qrcode_url,
             context=context,
+            message_code=message_code,
         )
         key = self._attempt_key(scene)
         with self._redis.pipeline() as pipe:
@@ -245,6 +250,7 @@ class LoginStore:
                     "browser": context.browser,
                     "ip": context.ip,
                     "client": context.client,
+                    "message_code": message_code,
                 },
             )
             pipe.expire(key, expire_seconds)
@@ -312,6 +318,7 @@ class LoginStore:
             ),
             confirmed_at=float(data["confirmed_at"]) if "confirmed_at" in data else None,
             method=data.get("method", ""),
+            message_code=data.get("message_code", ""),
         )
         still_open = attempt.status in (Status.WAITING, Status.SCANNED)
         if still_open and self._clock() >= attempt.expires_at:

@@ -11,6 +11,7 @@ from ..login.store import AttemptContext, RedeemError
 from ..login.useragent import describe_browser
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
+from .pages import account_qr_url
 from .security import require_same_origin
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -33,9 +34,13 @@ def create_login_qrcode() -> Response:
     Body (optional): ``{"oidc_request": str}``, when the sign-in is for an app's authorization.
 
     Returns:
-        200 ``{"scene": str, "qrcode": str, "image": str, "expires_in": int (seconds),
-        "ws": str}``; the binding cookie is set if the browser had none. 502 when WeChat fails
-        and 429 over ``LOGIN_RATE_LIMIT``, each with a message for the page.
+        200 ``{"scene": str, "qrcode": str | None, "image": str, "expires_in": int (seconds),
+        "ws": str}``, and with the ``message`` method on, ``"message_code"`` (the code as
+        shown and typed, ``"ABCDEFG"``: the page groups it for reading without a space) and
+        ``"account_qr"`` (the URL of the account's follow QR code). With ``scan`` off,
+        ``qrcode`` is None and ``image`` is the account's QR: the one to scan then. The
+        binding cookie is set if the browser had none. 502 when WeChat fails and 429 over
+        ``LOGIN_RATE_LIMIT``, each with a message for the page.
     """
     owner, new_secret = browser_binding()
     context = AttemptContext(
@@ -46,13 +51,16 @@ def create_login_qrcode() -> Response:
     )
     attempt, qrcode = login_service().start_attempt(owner, context)
     scheme = "wss" if request.is_secure else "ws"
-    response = jsonify(
-        scene=attempt.scene,
-        qrcode=qrcode.url,
-        image=qr_data_uri(qrcode.url),
-        expires_in=qrcode.expire_seconds,
-        ws=url_for("ws.login_socket", scene=attempt.scene, _external=True, _scheme=scheme),
-    )
+    answer = {
+        "scene": attempt.scene,
+        "qrcode": qrcode.url if qrcode else None,
+        "image": qr_data_uri(qrcode.url) if qrcode else account_qr_url(),
+        "expires_in": qrcode.expire_seconds if qrcode else attempt.expires_in(time.time()),
+        "ws": url_for("ws.login_socket", scene=attempt.scene, _external=True, _scheme=scheme),
+    }
+    if attempt.message_code:
+        answer.update(message_code=attempt.message_code, account_qr=account_qr_url())
+    response = jsonify(answer)
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response

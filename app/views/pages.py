@@ -1,6 +1,8 @@
-"""The login page, and the site's icon."""
+"""The login page, the site's icon, and the account's follow QR code."""
 
-from flask import Blueprint, current_app, redirect, render_template, url_for
+import re
+
+from flask import Blueprint, abort, current_app, redirect, render_template, send_file, url_for
 from werkzeug.wrappers import Response
 
 bp = Blueprint("pages", __name__)
@@ -17,3 +19,22 @@ def favicon() -> Response:
     """Send browsers that ask for the conventional icon (on a page that names none, such as a
     JSON answer opened in a tab) to ``static/favicon.svg``, which every page names."""
     return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
+def account_qr_url() -> str | None:
+    """Where a page finds the account's follow QR code (``WECHAT_ACCOUNT_QR``): its URL, or
+    ``/account-qr`` for a file we serve; None when unset."""
+    account_qr = current_app.config["WECHAT_ACCOUNT_QR"]
+    if not account_qr:
+        return None
+    return account_qr if re.match(r"https?://", account_qr) else url_for("pages.account_qr")
+
+
+@bp.get("/account-qr")
+def account_qr() -> Response:
+    """The account's follow QR code, when ``WECHAT_ACCOUNT_QR`` names a file: 404 otherwise."""
+    path = current_app.config["WECHAT_ACCOUNT_QR"]
+    if not path or re.match(r"https?://", path):
+        abort(404)
+    # An hour: the image changes only when the setting does.
+    return send_file(path, max_age=3600)

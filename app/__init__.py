@@ -17,12 +17,13 @@ from config import CONFIGS, Config, SettingsError, Unreadable
 from . import cli, emulator, oidc
 from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, sock
 from .login.hub import LoginHub
+from .login.methods.wechat_browser import AuthorizationStates, WeChatBrowserLogin
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
 from .setup_check import SETTINGS_PAGE
-from .views import api, callback, errors, ops, pages, security, ws
+from .views import api, callback, errors, ops, pages, security, wechat_browser, ws
 from .views.cookies import SessionInterface, raise_session_error
 from .wechat.callback import CallbackProtocol
 from .wechat.client import WeChatClient
@@ -132,6 +133,12 @@ def create_app(
         end_session=end_session,
         forwarding=bool(app.config["WECHAT_FORWARD_URL"]),
     )
+    app.extensions["wechat_browser"] = WeChatBrowserLogin(
+        service=app.extensions["wechat_login"],
+        wechat=wechat,
+        states=AuthorizationStates(redis_client, prefix=prefix),
+        open_base=app.config["WECHAT_OPEN_BASE"],
+    )
     app.extensions["wechat_forwarder"] = (
         Forwarder(
             app.config["WECHAT_FORWARD_URL"],
@@ -152,7 +159,7 @@ def create_app(
         "max_message_size": 1024,
     }
     sock.init_app(app)
-    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp):
+    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp, wechat_browser.bp):
         app.register_blueprint(blueprint)
     rate = app.config["LOGIN_RATE_LIMIT"]
     limiter = Limiter(
@@ -165,6 +172,9 @@ def create_app(
     )
     app.extensions["limiter"] = limiter
     api.limit_qrcode_creation(app, limiter, rate)
+    api.limit_qrcode_creation(
+        app, limiter, rate, "wechat_browser.start", "登录太频繁了，请稍等片刻再试。"
+    )
     errors.init_app(app)
     security.init_app(app)
     cli.init_app(app)

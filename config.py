@@ -107,6 +107,9 @@ class Config:
     WECHAT_TOKEN = os.environ.get("WECHAT_TOKEN", "")
     #: Base URL of every WeChat API call, so that an emulator can stand in.
     WECHAT_API_BASE = os.environ.get("WECHAT_API_BASE", "https://api.weixin.qq.com")
+    #: Base URL of WeChat's web authorization (``connect/oauth2/authorize``), where a visitor
+    #: inside WeChat's browser is sent to prove their openid without a scan (in-WeChat login).
+    WECHAT_OPEN_BASE = os.environ.get("WECHAT_OPEN_BASE", "https://open.weixin.qq.com")
     #: ``stable`` (cgi-bin/stable_token: no invalidation races between hosts) or ``classic``.
     WECHAT_TOKEN_ENDPOINT = os.environ.get("WECHAT_TOKEN_ENDPOINT", "stable")
     #: Seconds allowed for one WeChat API call (connect and read each).

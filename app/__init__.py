@@ -20,12 +20,13 @@ from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, 
 from .login.hub import LoginHub
 from .login.methods import LoginMethods, parse_methods
 from .login.methods.message import MessageCodes
+from .login.methods.wechat_browser import AuthorizationStates, WeChatBrowserLogin
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
 from .setup_check import try_qr_creation
-from .views import api, callback, errors, ops, pages, security, ws
+from .views import api, callback, errors, ops, pages, security, wechat_browser, ws
 from .views.cookies import SessionInterface, raise_session_error
 from .wechat.callback import CallbackProtocol
 from .wechat.client import WeChatClient
@@ -150,6 +151,12 @@ def create_app(
             prefix=prefix,
         ),
     )
+    app.extensions["wechat_browser"] = WeChatBrowserLogin(
+        service=app.extensions["wechat_login"],
+        wechat=wechat,
+        states=AuthorizationStates(redis_client, prefix=prefix),
+        open_base=app.config["WECHAT_OPEN_BASE"],
+    )
     app.extensions["wechat_forwarder"] = (
         Forwarder(
             app.config["WECHAT_FORWARD_URL"],
@@ -170,7 +177,7 @@ def create_app(
         "max_message_size": 1024,
     }
     sock.init_app(app)
-    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp):
+    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp, wechat_browser.bp):
         app.register_blueprint(blueprint)
     rate = app.config["LOGIN_RATE_LIMIT"]
     limiter = Limiter(
@@ -183,6 +190,9 @@ def create_app(
     )
     app.extensions["limiter"] = limiter
     api.limit_qrcode_creation(app, limiter, rate)
+    api.limit_qrcode_creation(
+        app, limiter, rate, "wechat_browser.start", "登录太频繁了，请稍等片刻再试。"
+    )
     errors.init_app(app)
     security.init_app(app)
     cli.init_app(app)

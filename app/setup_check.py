@@ -19,7 +19,7 @@ from flask import Flask
 
 from config import SettingsError
 
-from .login.methods import API_UNAUTHORIZED, MESSAGE
+from .login.methods import API_UNAUTHORIZED, MESSAGE, wechat_browser
 from .settings import SETTINGS_PAGE
 from .wechat.client import QRCode, WeChatClient
 from .wechat.delivery import WECHAT_REPLY_SECONDS
@@ -28,6 +28,11 @@ from .wechat.replay import SignatureLedger
 from .wechat.signature import signed_query
 
 #: Where the account's settings live, for the fixes (the sandbox has them on one page).
+#: Where the domain allowed for web authorization (网页授权域名) is set.
+WEB_AUTHORIZATION_PAGE = (
+    "公众号后台「设置与开发 → 公众号设置 → 功能设置 → 网页授权域名」"
+    "（测试号：「网页服务 → 网页账号 → 网页授权获取用户基本信息」）"
+)
 
 
 class Verdict(enum.StrEnum):
@@ -80,6 +85,8 @@ def run_checks(app: Flask) -> list[Finding]:
     if findings[1].verdict is not Verdict.FAILED:  # the methods of auto are kept in Redis
         findings.append(_login_methods(app))
     findings.append(_callback_url(app))
+    if wechat_browser.enabled(app.config.get("LOGIN_METHODS", "auto")):
+        findings.append(_web_authorization(app))
     return findings
 
 
@@ -264,6 +271,33 @@ def _callback_url(app: Flask) -> Finding:
             "of this port is fine)",
         )
     return finding
+
+
+def _web_authorization(app: Flask) -> Finding:
+    """Where in-WeChat login comes back to, and the domain WeChat must allow for it: WeChat
+    tells nobody whether it is set, so this is a reminder with the domain to enter."""
+    path = next(
+        rule.rule for rule in app.url_map.iter_rules() if rule.endpoint == "wechat_browser.callback"
+    )
+    base = app.config["PUBLIC_BASE_URL"]
+    if not base:
+        return Finding(
+            "web authorization",
+            Verdict.WARNING,
+            "PUBLIC_BASE_URL is unset, so in-WeChat login comes back to whatever host the "
+            f"visitor used, at {path}",
+            "set PUBLIC_BASE_URL=https://your.domain, and that domain as 网页授权域名 in "
+            + WEB_AUTHORIZATION_PAGE,
+        )
+    domain = urlsplit(base).netloc
+    return Finding(
+        "web authorization",
+        Verdict.OK,
+        f"in-WeChat login comes back to {base}{path}: WeChat sends it there only if {domain} "
+        "is the account's 网页授权域名 (it cannot be checked from here)",
+        f"enter {domain} (no https://) as 网页授权域名 in {WEB_AUTHORIZATION_PAGE}; a real "
+        "account first has you serve the MP_verify_*.txt file it offers at that domain's root",
+    )
 
 
 def _verification_answer(url: str, token: str, ledger: SignatureLedger) -> Finding:

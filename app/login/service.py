@@ -227,6 +227,25 @@ class LoginService:
         )
         return attempt, qrcode
 
+    def open_attempt(
+        self, browser_hash: str, context: AttemptContext, expire_seconds: int
+    ) -> Attempt:
+        """Start an attempt with no QR code, for a method whose proof needs none (web
+        authorization inside WeChat): a fresh scene bound to the browser, waiting.
+
+        Args:
+            browser_hash: ``hash_secret()`` of the browser's binding secret.
+            context: site, browser and IP of the attempt.
+            expire_seconds: its life, in seconds.
+
+        Raises:
+            redis.RedisError: the attempt could not be stored.
+        """
+        scene = new_scene(self._clock())
+        attempt = self.store.create_attempt(scene, browser_hash, expire_seconds, context=context)
+        log.info("login attempt opened without a QR code scene=%s", scene)
+        return attempt
+
     def handle_message(self, message: Message) -> str | None:
         """Act on a verified callback message: a scan, a message code, or the scanner's "1"
         or "0".
@@ -299,7 +318,15 @@ class LoginService:
         SCANS.labels(kind).inc()
         return self.complete(scan.scene_str, scan.openid, method="scan", logged=f"scan by a {kind}")
 
-    def complete(self, scene: str, openid: str, *, method: str, logged: str = "") -> str:
+    def complete(
+        self,
+        scene: str,
+        openid: str,
+        *,
+        method: str,
+        logged: str = "",
+        same_device: bool = False,
+    ) -> str:
         """A proof from a login method arrived: ``openid`` completes ``scene``'s attempt, as
         every method does (the confirm policy, the push, the reply).
 
@@ -308,6 +335,9 @@ class LoginService:
             openid: who proved themselves.
             method: the login method (``scan``, ``message``, ``wechat_browser``).
             logged: how the log names it (default ``proof by <method>``).
+            same_device: the proof came from the very browser being signed in (web
+                authorization inside WeChat): nobody can be lured into confirming someone
+                else's login with it, so the confirm policy does not ask.
 
         Returns:
             The text to reply to ``openid`` in WeChat: signed in (naming the site, browser, IP
@@ -316,7 +346,7 @@ class LoginService:
         Raises:
             redis.RedisError: state could not be read or written.
         """
-        if self._confirmation_due(openid, scene):
+        if not same_device and self._confirmation_due(openid, scene):
             outcome, attempt = self.store.mark_scanned(scene, openid, method)
         else:
             outcome, attempt = self.store.confirm(scene, openid, method)

@@ -9,6 +9,7 @@ from ..extensions import client_ip, client_network, login_service
 from ..login.qrimage import qr_data_uri
 from ..login.store import AttemptContext, RedeemError
 from ..login.useragent import describe_browser
+from ..login.users import User
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
 from .pages import account_qr_url
@@ -77,13 +78,19 @@ def _app_being_signed_in_to() -> str:
     return provider.client_name_of_request(request_id)
 
 
-def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
-    """Limit QR creation per client IP and per browser, each to ``rate`` (``LOGIN_RATE_LIMIT``).
+def limit_qrcode_creation(
+    app: Flask,
+    limiter: Limiter,
+    rate: str,
+    endpoint: str = "api.create_login_qrcode",
+    message: str = "获取二维码太频繁了，请稍等片刻再试。",
+) -> None:
+    """Limit the starts of login attempts per client IP and per browser, each to ``rate``
+    (``LOGIN_RATE_LIMIT``): QR creation, or ``endpoint``'s (another method's start).
 
     Applied while the app is built, since the limiter belongs to the app.
     """
-    view = app.view_functions["api.create_login_qrcode"]
-    message = "获取二维码太频繁了，请稍等片刻再试。"
+    view = app.view_functions[endpoint]
     # Per IPv4 address or IPv6 /64: a subscriber's 2**64 addresses cost nothing to spread over.
     view = limiter.limit(rate, key_func=lambda: "ip:" + client_network(), error_message=message)(
         view
@@ -94,7 +101,7 @@ def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
         key_func=lambda: "browser:" + (browser_hash() or client_network()),
         error_message=message,
     )(view)
-    app.view_functions["api.create_login_qrcode"] = view
+    app.view_functions[endpoint] = view
 
 
 @bp.post("/login/redeem")
@@ -111,13 +118,30 @@ def redeem() -> Response:
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, str) or not 0 < len(code) <= 128:
         raise APIError(400, "bad_request", "请求缺少登录码。")
-    sessions = current_app.session_interface
-    session_id = sessions.new_session_id()
     try:
-        # A browser without a valid binding value is counted as foreign to the code.
-        user, scene = login_service().redeem(code, browser_hash() or "", session_id)
+        user = sign_in(code)
     except RedeemError:
         raise APIError(400, "invalid_code", "登录码无效或已过期，请重新扫码。") from None
+    return jsonify(user.to_json())
+
+
+def sign_in(code: str) -> User:
+    """Redeem a one-time login code from this browser and start its session (a fresh id):
+    what every method's browser does last.
+
+    Args:
+        code: the attempt's one-time code.
+
+    Returns:
+        Who signed in; the session now holds them.
+
+    Raises:
+        RedeemError: the code is bad, used, expired, another browser's, or its login was ended.
+    """
+    sessions = current_app.session_interface
+    session_id = sessions.new_session_id()
+    # A browser without a valid binding value is counted as foreign to the code.
+    user, scene = login_service().redeem(code, browser_hash() or "", session_id)
     sessions.start(
         session,
         session_id,
@@ -130,7 +154,7 @@ def redeem() -> Response:
             "method": login_service().method_of(scene),
         },
     )
-    return jsonify(user.to_json())
+    return user
 
 
 @bp.get("/me")

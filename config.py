@@ -263,7 +263,7 @@ class TestingConfig(Config):
     REDIS_KEY_PREFIX = ""
     #: Tests choose their methods: ``auto``'s first probe would take the faults a test injects
     #: for a login's QR code. tests/test_message_login.py tests ``auto``.
-    LOGIN_METHODS = "scan"
+    LOGIN_METHODS = "scan,wechat_browser"
 
 
 class ProductionConfig(Config):

@@ -19,7 +19,7 @@ from flask import Flask
 
 from config import SettingsError
 
-from .login.methods import API_UNAUTHORIZED, MESSAGE, wechat_browser
+from .login.methods import API_UNAUTHORIZED, MESSAGE, WECHAT_BROWSER
 from .settings import SETTINGS_PAGE
 from .wechat.client import QRCode, WeChatClient
 from .wechat.delivery import WECHAT_REPLY_SECONDS
@@ -85,7 +85,7 @@ def run_checks(app: Flask) -> list[Finding]:
     if findings[1].verdict is not Verdict.FAILED:  # the methods of auto are kept in Redis
         findings.append(_login_methods(app))
     findings.append(_callback_url(app))
-    if wechat_browser.enabled(app.config.get("LOGIN_METHODS", "auto")):
+    if WECHAT_BROWSER in app.extensions["wechat_login"].offered():
         findings.append(_web_authorization(app))
     return findings
 

@@ -409,7 +409,8 @@ def test_auto_offers_message_to_an_account_that_cannot_make_qr_codes(
 def test_auto_offers_scan_to_an_account_that_can(client, redis_client):
     answer = start(client)
     assert answer["qrcode"] and "message_code" not in answer
-    assert redis_client.get("login:methods:auto") == "scan"
+    # A verified service account: it may also authorize visitors inside WeChat.
+    assert redis_client.get("login:methods:auto") == "scan,wechat_browser"
 
 
 @pytest.mark.parametrize("app_overrides", [AUTO])

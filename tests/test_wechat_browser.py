@@ -10,11 +10,11 @@ import requests
 from playwright.sync_api import expect
 
 from app.emulator.state import emulator_state
+from app.login.methods import WECHAT_BROWSER, LoginMethods, parse_methods
 from app.login.methods.wechat_browser import (
     STATE_SECONDS,
     AuthorizationStates,
     authorize_url,
-    enabled,
 )
 from app.wechat.errors import WeChatAPIError
 from tests.conftest import page_client
@@ -112,16 +112,16 @@ def test_the_authorize_url_has_wechat_s_parameters_in_wechat_s_order():
 @pytest.mark.parametrize(
     ("setting", "on"),
     [
-        ("auto", True),
+        ("auto", True),  # an account that may create parametric QR codes: a verified one
         ("scan,wechat_browser", True),
         (" message , wechat_browser ", True),
-        (["scan", "wechat_browser"], True),
         ("scan,message", False),
-        ("", False),
     ],
 )
-def test_login_methods_turn_the_method_on(setting, on):
-    assert enabled(setting) is on
+def test_login_methods_turn_the_method_on(redis_client, setting, on):
+    methods = LoginMethods(parse_methods(setting), redis_client=redis_client, probe=lambda: None)
+
+    assert methods.enabled(WECHAT_BROWSER) is on
 
 
 # The code exchange, against the emulated WeChat.

@@ -16,8 +16,8 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from ..extensions import login_service
+from ..login.methods import WECHAT_BROWSER
 from ..login.useragent import in_wechat, on_mobile
-from .wechat_browser import wechat_browser_on
 
 bp = Blueprint("pages", __name__)
 
@@ -34,7 +34,7 @@ def index() -> str | Response:
     if (
         in_wechat(user_agent)
         and not request.args.get("qr")
-        and wechat_browser_on()
+        and WECHAT_BROWSER in login_service().offered()
         and not _signed_in()
     ):
         return redirect(url_for("wechat_browser.start"))

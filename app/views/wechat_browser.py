@@ -7,8 +7,8 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from ..extensions import client_ip
-from ..login.methods import wechat_browser
+from ..extensions import client_ip, login_service
+from ..login.methods import WECHAT_BROWSER
 from ..login.methods.wechat_browser import Refusal, WebAuthorizationRefused, WeChatBrowserLogin
 from ..login.store import AttemptContext, RedeemError
 from ..login.useragent import describe_browser
@@ -32,7 +32,7 @@ REFUSAL_MESSAGES = {
 
 def wechat_browser_on() -> bool:
     """Tell whether this site offers in-WeChat login (``LOGIN_METHODS``)."""
-    return wechat_browser.enabled(current_app.config.get("LOGIN_METHODS", "auto"))
+    return WECHAT_BROWSER in login_service().offered()
 
 
 def _flow() -> WeChatBrowserLogin:

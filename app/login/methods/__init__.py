@@ -29,7 +29,7 @@ NAMES = (SCAN, MESSAGE, WECHAT_BROWSER)
 AUTO = "auto"
 
 #: What ``auto`` offers when the account may create parametric QR codes, and when it may not.
-AUTO_WITH_QR = (SCAN,)
+AUTO_WITH_QR = (SCAN, WECHAT_BROWSER)
 AUTO_WITHOUT_QR = (MESSAGE,)
 #: WeChat's errcode for an account type without the permission ("api unauthorized").
 API_UNAUTHORIZED = 48001

@@ -20,7 +20,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
 import redis
@@ -42,19 +42,6 @@ STATE_SECONDS = 300
 #: What ``AuthorizationStates.issue`` makes: 128 random bits in hex. WeChat accepts only
 #: letters and digits in ``state``, up to 128 bytes.
 STATE_PATTERN = re.compile(r"[0-9a-f]{32}")
-
-
-def enabled(login_methods: str | Iterable[str]) -> bool:
-    """Tell whether ``LOGIN_METHODS`` turns in-WeChat login on.
-
-    Args:
-        login_methods: the setting, comma-separated (``"scan,wechat_browser"``) or already a
-            list; ``auto`` includes this method.
-    """
-    if isinstance(login_methods, str):
-        login_methods = login_methods.split(",")
-    names = {name.strip() for name in login_methods}
-    return "auto" in names or METHOD in names
 
 
 def authorize_url(open_base: str, appid: str, redirect_uri: str, state: str) -> str:

@@ -107,6 +107,9 @@ class Config:
     WECHAT_TOKEN = os.environ.get("WECHAT_TOKEN", "")
     #: Base URL of every WeChat API call, so that an emulator can stand in.
     WECHAT_API_BASE = os.environ.get("WECHAT_API_BASE", "https://api.weixin.qq.com")
+    #: Base URL of WeChat's web authorization (``connect/oauth2/authorize``), where a visitor
+    #: inside WeChat's browser is sent to prove their openid without a scan (in-WeChat login).
+    WECHAT_OPEN_BASE = os.environ.get("WECHAT_OPEN_BASE", "https://open.weixin.qq.com")
     #: ``stable`` (cgi-bin/stable_token: no invalidation races between hosts) or ``classic``.
     WECHAT_TOKEN_ENDPOINT = os.environ.get("WECHAT_TOKEN_ENDPOINT", "stable")
     #: Seconds allowed for one WeChat API call (connect and read each).
@@ -189,6 +192,16 @@ class Config:
     #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts).
     LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
 
+    #: The login methods offered, in order, comma-separated: ``scan`` (a parametric QR code),
+    #: ``message`` (a code sent to the account as a text message), ``wechat_browser``. ``auto``:
+    #: ``scan``, or ``message`` when WeChat answers 48001 (no parametric QR codes for this
+    #: account type), asked at first use and then every hour.
+    LOGIN_METHODS = os.environ.get("LOGIN_METHODS", "auto")
+    #: The account's own follow QR code, shown beside the message code: an image URL
+    #: (``https://...``) or the path of an image file, which we serve at ``/account-qr``.
+    #: Download it from 公众号后台「设置与开发 → 公众号设置」. Required with ``message``.
+    WECHAT_ACCOUNT_QR = os.environ.get("WECHAT_ACCOUNT_QR", "")
+
     #: ``off`` (the scan signs in), ``always`` or ``new_device``: when the scanner must
     #: confirm in WeChat by replying 1 (against QR-login hijacking).
     LOGIN_CONFIRM = os.environ.get("LOGIN_CONFIRM", "off")
@@ -248,6 +261,9 @@ class TestingConfig(Config):
     REDIS_URL = ""
     #: Tests read keys by their bare names; tests/test_prefix.py checks the default.
     REDIS_KEY_PREFIX = ""
+    #: Tests choose their methods: ``auto``'s first probe would take the faults a test injects
+    #: for a login's QR code. tests/test_message_login.py tests ``auto``.
+    LOGIN_METHODS = "scan,wechat_browser"
 
 
 class ProductionConfig(Config):

@@ -86,14 +86,14 @@ def post_worker_init(worker) -> None:
     reload; or max_requests), close every waiting login socket with 1001 "going away" at once,
     so that its page reconnects to a live worker instead of waiting out ``graceful_timeout``.
     Nothing is lost: the state is in Redis."""
-    hub = worker.wsgi.extensions["wechat_login"].hub  # worker.wsgi is wsgi:app
+    service = worker.wsgi.extensions["wechat_login"]  # worker.wsgi is wsgi:app
 
     def watch() -> None:
         # Watched, not hooked into the signal handler: under gevent a signal handler runs in
         # the event loop, where nothing may block (not even starting a thread).
         while worker.alive:
             time.sleep(GOING_AWAY_CHECK_SECONDS)
-        hub.go_away()
+        service.go_away()
 
     threading.Thread(target=watch, name="going-away", daemon=True).start()
 

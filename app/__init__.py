@@ -2,7 +2,7 @@
 
 import logging
 import os
-import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,29 +10,33 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 from flask_limiter import Limiter
+from limits.storage import storage_from_string
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import CONFIGS, Config, SettingsError, Unreadable
+from config import CONFIGS, Config
 
-from . import cli, emulator, oidc
+from . import cli, emulator, oidc, settings
 from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, sock
 from .login.hub import LoginHub
+from .login.methods import LoginMethods, parse_methods
+from .login.methods.message import MessageCodes
+from .login.methods.wechat_browser import AuthorizationStates, WeChatBrowserLogin
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
-from .setup_check import SETTINGS_PAGE
-from .views import api, callback, errors, ops, pages, security, ws
+from .setup_check import try_qr_creation
+from .views import api, callback, errors, ops, pages, security, wechat_browser, ws
 from .views.cookies import SessionInterface, raise_session_error
+from .wechat.callback import CallbackProtocol
 from .wechat.client import WeChatClient
 from .wechat.crypto import WeChatCrypto
+from .wechat.dedupe import RetryLedger
 from .wechat.forwarding import Forwarder
 from .wechat.replay import SignatureLedger
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: What WeChat accepts as a Token: 3 to 32 letters or digits.
-TOKEN_PATTERN = r"[A-Za-z0-9]{3,32}"
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +63,17 @@ def create_app(
     app = Flask(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
     app.config.from_object(config_class)
     app.config.update(overrides or {})
-    configure_logging(app.config["LOG_FORMAT"])
-
-    _check_settings(app)
-    app.config["SITE_NAME"] = _site_name(app)
+    settings.validate(app.config)  # before the emulator fills in its AppID
     emulated = not app.config["WECHAT_APP_ID"]
     if emulated:
-        emulator.configure(app)  # the emulated account's AppID and Token, which crypto uses
-    _check_forward_token(app)  # after the emulator's default Token, which it must not equal
+        emulator.configure(app)
+    configure_logging(app.config["LOG_FORMAT"])
+    if not app.config["SECRET_KEY"]:
+        # Development only: production requires it. (Sessions live in Redis, not in the key.)
+        app.config["SECRET_KEY"] = os.urandom(32)
+        log.warning("SECRET_KEY is unset: using a random one for this process")
+    app.config["SITE_NAME"] = _site_name(app)
+    methods = parse_methods(app.config["LOGIN_METHODS"])
     crypto = _crypto(app)
 
     redis_client, raw_redis = init_redis(app)
@@ -86,6 +93,12 @@ def create_app(
     app.extensions["wechat_crypto"] = crypto
     app.extensions["wechat_signatures"] = SignatureLedger(
         redis_client, app.config["WECHAT_CALLBACK_MAX_AGE_SECONDS"], prefix=prefix
+    )
+    app.extensions["wechat_callback"] = CallbackProtocol(
+        token=app.config["WECHAT_TOKEN"],
+        crypto=crypto,
+        safe_only=app.config["WECHAT_ENCRYPT_MODE"] == "safe",
+        ledger=app.extensions["wechat_signatures"],
     )
     app.session_interface = SessionInterface(
         app,
@@ -120,10 +133,29 @@ def create_app(
             # Pub/sub ignores the database number: the channel is named after the deployment.
             channel=f"{prefix}login:attempts",
         ),
+        retries=RetryLedger(redis_client, prefix=prefix),
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
         end_session=end_session,
         forwarding=bool(app.config["WECHAT_FORWARD_URL"]),
+        methods=LoginMethods(
+            methods,
+            redis_client=redis_client,
+            probe=partial(try_qr_creation, wechat),
+            prefix=prefix,
+        ),
+        message_codes=MessageCodes(
+            redis_client,
+            # Counted in the shared Redis, so a guesser gains nothing from many workers.
+            storage_from_string(limiter_storage_uri(app), key_prefix=f"{prefix}limits"),
+            prefix=prefix,
+        ),
+    )
+    app.extensions["wechat_browser"] = WeChatBrowserLogin(
+        service=app.extensions["wechat_login"],
+        wechat=wechat,
+        states=AuthorizationStates(redis_client, prefix=prefix),
+        open_base=app.config["WECHAT_OPEN_BASE"],
     )
     app.extensions["wechat_forwarder"] = (
         Forwarder(
@@ -145,7 +177,7 @@ def create_app(
         "max_message_size": 1024,
     }
     sock.init_app(app)
-    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp):
+    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp, wechat_browser.bp):
         app.register_blueprint(blueprint)
     rate = app.config["LOGIN_RATE_LIMIT"]
     limiter = Limiter(
@@ -158,6 +190,9 @@ def create_app(
     )
     app.extensions["limiter"] = limiter
     api.limit_qrcode_creation(app, limiter, rate)
+    api.limit_qrcode_creation(
+        app, limiter, rate, "wechat_browser.start", "登录太频繁了，请稍等片刻再试。"
+    )
     errors.init_app(app)
     security.init_app(app)
     cli.init_app(app)
@@ -167,44 +202,10 @@ def create_app(
     return app
 
 
-#: What to do about each setting production requires, when it is missing.
-_REQUIRED_FIXES = {
-    "SECRET_KEY": "set SECRET_KEY to a long random string, the same on every process "
-    "(python3 -c 'import secrets; print(secrets.token_hex(32))')",
-    "WECHAT_APP_ID": f"copy the AppID, AppSecret and Token from {SETTINGS_PAGE}",
-    "WECHAT_APP_SECRET": f"copy the AppID, AppSecret and Token from {SETTINGS_PAGE}",
-    "WECHAT_TOKEN": f"copy the AppID, AppSecret and Token from {SETTINGS_PAGE}",
-    "REDIS_URL (or REDIS_SENTINELS)": "set REDIS_URL=redis://host:6379/0, or REDIS_SENTINELS",
-    "PUBLIC_BASE_URL": "set PUBLIC_BASE_URL to the site's public address "
-    "(https://login.example.com): the scanner is told its host",
-    "OIDC_SIGNING_KEY": "make a key with `openssl genpkey -algorithm RSA -pkeyopt "
-    "rsa_keygen_bits:2048 -out /etc/wechat-login/oidc.pem` and set OIDC_SIGNING_KEY to its path",
-}
-
-
 def _crypto(app: Flask) -> WeChatCrypto | None:
-    """The message crypto when an EncodingAESKey is set (safe or compatible mode), else None.
-
-    Raises:
-        SettingsError: ``WECHAT_ENCRYPT_MODE`` or a key is malformed.
-    """
+    """The message crypto when an EncodingAESKey is set (safe or compatible mode), else None."""
     if not app.config["WECHAT_ENCODING_AES_KEY"]:
         return None
-    if app.config["WECHAT_ENCRYPT_MODE"] not in ("safe", "compatible"):
-        raise SettingsError(
-            "WECHAT_ENCRYPT_MODE",
-            f"must be safe or compatible, not {app.config['WECHAT_ENCRYPT_MODE']!r}",
-            "set it to safe (the account's 安全模式), or compatible (兼容模式) during a switch",
-        )
-    for name in ("WECHAT_ENCODING_AES_KEY", "WECHAT_ENCODING_AES_KEY_PREVIOUS"):
-        key = app.config[name]
-        if key and not re.fullmatch(r"[A-Za-z0-9]{43}", key):
-            # Never the key itself in the message: it is a secret.
-            raise SettingsError(
-                name,
-                f"must be 43 letters or digits, not {len(key)} characters",
-                f"copy the whole EncodingAESKey (消息加解密密钥) from {SETTINGS_PAGE}",
-            )
     return WeChatCrypto(
         app.config["WECHAT_TOKEN"],
         app.config["WECHAT_ENCODING_AES_KEY"],
@@ -216,71 +217,3 @@ def _crypto(app: Flask) -> WeChatCrypto | None:
 def _site_name(app: Flask) -> str:
     """``SITE_NAME``, else the host of ``PUBLIC_BASE_URL``, else a generic name (development)."""
     return app.config["SITE_NAME"] or urlsplit(app.config["PUBLIC_BASE_URL"]).netloc or "本网站"
-
-
-def _check_forward_token(app: Flask) -> None:
-    """With ``WECHAT_FORWARD_URL``, refuse a ``WECHAT_FORWARD_TOKEN`` that is missing,
-    malformed, or the account's own: with the account's, any query the upstream receives would
-    open our callback too."""
-    if not app.config["WECHAT_FORWARD_URL"]:
-        return
-    forward_token = app.config["WECHAT_FORWARD_TOKEN"]
-    if not re.fullmatch(TOKEN_PATTERN, forward_token):
-        raise SettingsError(
-            "WECHAT_FORWARD_TOKEN",
-            "must be 3 to 32 letters or digits, and is required with WECHAT_FORWARD_URL",
-            "choose a Token for the upstream handler, and configure the same there",
-        )
-    if forward_token == app.config["WECHAT_TOKEN"]:
-        raise SettingsError(
-            "WECHAT_FORWARD_TOKEN",
-            "must differ from WECHAT_TOKEN",
-            "give the upstream handler a Token of its own: with ours, what it receives would "
-            "open our callback",
-        )
-
-
-def _check_settings(app: Flask) -> None:
-    """Refuse to start on a missing or malformed setting.
-
-    Raises:
-        SettingsError: the first one found, naming it and the fix.
-    """
-    for value in app.config.values():
-        if isinstance(value, Unreadable):
-            raise value.error
-    missing = [name for name in app.config["REQUIRED_SETTINGS"] if not app.config.get(name)]
-    if app.config["REQUIRE_REDIS"] and not (
-        app.config["REDIS_URL"] or app.config["REDIS_SENTINELS"]
-    ):
-        missing.append("REDIS_URL (or REDIS_SENTINELS)")
-    if missing:
-        fixes = dict.fromkeys(_REQUIRED_FIXES[name] for name in missing)  # in order, once each
-        raise SettingsError(
-            ", ".join(missing),
-            "must be set in production",
-            "; ".join(fixes),
-        )
-    token = app.config["WECHAT_TOKEN"]
-    if token and not re.fullmatch(TOKEN_PATTERN, token):
-        raise SettingsError(
-            "WECHAT_TOKEN",
-            "must be 3 to 32 letters or digits, as WeChat requires",
-            f"choose one, and set the same here and as Token (令牌) in {SETTINGS_PAGE}",
-        )
-    if app.config["LOGIN_CONFIRM"] not in {policy.value for policy in ConfirmPolicy}:
-        raise SettingsError(
-            "LOGIN_CONFIRM",
-            f"must be off, always or new_device, not {app.config['LOGIN_CONFIRM']!r}",
-            "set one of the three, or unset it (off)",
-        )
-    if app.config["WECHAT_TOKEN_ENDPOINT"] not in ("stable", "classic"):
-        raise SettingsError(
-            "WECHAT_TOKEN_ENDPOINT",
-            f"must be stable or classic, not {app.config['WECHAT_TOKEN_ENDPOINT']!r}",
-            "unset it (stable), or set classic for cgi-bin/token",
-        )
-    if not app.config["SECRET_KEY"]:
-        # Development only: production requires it. (Sessions live in Redis, not in the key.)
-        app.config["SECRET_KEY"] = os.urandom(32)
-        log.warning("SECRET_KEY is unset: using a random one for this process")

@@ -19,13 +19,20 @@ from flask import Flask
 
 from config import SettingsError
 
+from .login.methods import API_UNAUTHORIZED, MESSAGE, WECHAT_BROWSER
+from .settings import SETTINGS_PAGE
+from .wechat.client import QRCode, WeChatClient
 from .wechat.delivery import WECHAT_REPLY_SECONDS
 from .wechat.errors import WeChatAPIError, WeChatError, WeChatTransportError
 from .wechat.replay import SignatureLedger
 from .wechat.signature import signed_query
 
 #: Where the account's settings live, for the fixes (the sandbox has them on one page).
-SETTINGS_PAGE = "公众号后台「设置与开发 → 基本配置」（测试号：「测试号管理」页）"
+#: Where the domain allowed for web authorization (网页授权域名) is set.
+WEB_AUTHORIZATION_PAGE = (
+    "公众号后台「设置与开发 → 公众号设置 → 功能设置 → 网页授权域名」"
+    "（测试号：「网页服务 → 网页账号 → 网页授权获取用户基本信息」）"
+)
 
 
 class Verdict(enum.StrEnum):
@@ -55,7 +62,8 @@ class Finding:
 
 
 def run_checks(app: Flask) -> list[Finding]:
-    """Check the settings, Redis, the credentials, QR creation and the public callback URL.
+    """Check the settings, Redis, the credentials, QR creation, the login methods and the
+    public callback URL.
 
     Args:
         app: the application, as configured for this deployment.
@@ -74,7 +82,11 @@ def run_checks(app: Flask) -> list[Finding]:
         findings.append(Finding("QR creation", Verdict.FAILED, "not tried: no access_token"))
     else:
         findings.append(_qr_creation(app))
+    if findings[1].verdict is not Verdict.FAILED:  # the methods of auto are kept in Redis
+        findings.append(_login_methods(app))
     findings.append(_callback_url(app))
+    if WECHAT_BROWSER in app.extensions["wechat_login"].offered():
+        findings.append(_web_authorization(app))
     return findings
 
 
@@ -145,20 +157,54 @@ def _credentials(app: Flask) -> Finding:
     )
 
 
-def _qr_creation(app: Flask) -> Finding:
-    wechat = app.extensions["wechat_login"].wechat
+def try_qr_creation(wechat: WeChatClient) -> QRCode:
+    """Create one temporary parametric QR code (60 s) for a scene that is not a login's: can
+    this account make them? (``LOGIN_METHODS=auto`` asks this too.)
+
+    Doc: https://developers.weixin.qq.com/doc/offiaccount/Account_Management/Generating_a_Parametric_QR_Code.html
+
+    Raises:
+        WeChatError: WeChat refused (``48001``: this account type may not) or was not reached.
+    """
     # Not shaped like a login scene: if anyone scans it, it signs nobody in.
-    scene = f"setup-check-{secrets.token_hex(4)}"
+    return wechat.create_qrcode(f"setup-check-{secrets.token_hex(4)}", 60)
+
+
+def _qr_creation(app: Flask) -> Finding:
+    service = app.extensions["wechat_login"]
     try:
-        qrcode = wechat.create_qrcode(scene, 60)
+        qrcode = try_qr_creation(service.wechat)
     except WeChatError as exc:
         detail, fix = _explain(exc, token_call=False)
+        refused = isinstance(exc, WeChatAPIError) and exc.errcode == API_UNAUTHORIZED
+        if refused and service.methods.auto:
+            service.methods.learned(qr_allowed=False)
+            fix = "LOGIN_METHODS=auto offers message-code login instead of scan; for scan, " + fix
+            return Finding("QR creation", Verdict.WARNING, detail, fix)
         return Finding("QR creation", Verdict.FAILED, detail, fix)
+    if service.methods.auto:
+        service.methods.learned(qr_allowed=True)
     return Finding(
         "QR creation",
         Verdict.OK,
-        f"created a temporary QR code (scene {scene}, {qrcode.expire_seconds} s)",
+        f"created a temporary QR code ({qrcode.expire_seconds} s, for no login)",
     )
+
+
+def _login_methods(app: Flask) -> Finding:
+    """What the login page offers, and whether ``message`` has the account's QR to show."""
+    methods = app.extensions["wechat_login"].methods
+    offered = ", ".join(methods.offered())
+    detail = f"offered: {offered}" + (" (LOGIN_METHODS=auto)" if methods.auto else "")
+    if methods.enabled(MESSAGE) and not app.config["WECHAT_ACCOUNT_QR"]:
+        return Finding(
+            "login methods",
+            Verdict.WARNING,
+            f"{detail}; WECHAT_ACCOUNT_QR is unset, so the page cannot show the account's "
+            "QR code to follow",
+            "download it from 公众号后台「设置与开发 → 公众号设置」 and set WECHAT_ACCOUNT_QR",
+        )
+    return Finding("login methods", Verdict.OK, detail)
 
 
 def _explain(exc: WeChatError, token_call: bool) -> tuple[str, str]:
@@ -225,6 +271,33 @@ def _callback_url(app: Flask) -> Finding:
             "of this port is fine)",
         )
     return finding
+
+
+def _web_authorization(app: Flask) -> Finding:
+    """Where in-WeChat login comes back to, and the domain WeChat must allow for it: WeChat
+    tells nobody whether it is set, so this is a reminder with the domain to enter."""
+    path = next(
+        rule.rule for rule in app.url_map.iter_rules() if rule.endpoint == "wechat_browser.callback"
+    )
+    base = app.config["PUBLIC_BASE_URL"]
+    if not base:
+        return Finding(
+            "web authorization",
+            Verdict.WARNING,
+            "PUBLIC_BASE_URL is unset, so in-WeChat login comes back to whatever host the "
+            f"visitor used, at {path}",
+            "set PUBLIC_BASE_URL=https://your.domain, and that domain as 网页授权域名 in "
+            + WEB_AUTHORIZATION_PAGE,
+        )
+    domain = urlsplit(base).netloc
+    return Finding(
+        "web authorization",
+        Verdict.OK,
+        f"in-WeChat login comes back to {base}{path}: WeChat sends it there only if {domain} "
+        "is the account's 网页授权域名 (it cannot be checked from here)",
+        f"enter {domain} (no https://) as 网页授权域名 in {WEB_AUTHORIZATION_PAGE}; a real "
+        "account first has you serve the MP_verify_*.txt file it offers at that domain's root",
+    )
 
 
 def _verification_answer(url: str, token: str, ledger: SignatureLedger) -> Finding:

@@ -6,6 +6,10 @@
 //        └─ else ─> attempt: POST /api/login/qrcode, then websocket frames
 //                   "waiting" → "confirmed" (POST /api/login/redeem) | "expired" (new QR)
 //
+// With the message method on, the attempt also has a code to send to the account
+// in WeChat, shown beside the account's follow QR code; with scan off, that QR
+// code takes the login QR code's place. The socket and redeem are the same.
+//
 // Session cookies are HttpOnly: the page only ever sees the JSON answers.
 //
 // Shown by the OpenID provider (/oidc/login), the page signs in for an app: it
@@ -43,6 +47,7 @@ const REPLACED_CLOSE_CODE = 4001;
 const TEXT = {
   loadingQr: '正在获取二维码…',
   waiting: '请使用微信扫一扫登录',
+  waitingForMessage: '在微信中发送验证码后，本页自动登录',
   scanned: '已扫码，请在微信中确认',
   confirmed: '扫码成功，正在登录…',
   reconnecting: '连接中断，正在重新连接…',
@@ -62,6 +67,9 @@ const els = {
   qrFrame: byId('qr-frame'),
   spinner: byId('qr-spinner'),
   qrImage: byId('qr-image'),
+  messageLogin: byId('message-login'),
+  accountQr: byId('account-qr'),
+  messageCode: byId('message-code'),
   overlay: byId('qr-overlay'),
   overlayText: byId('qr-overlay-text'),
   qrRefresh: byId('qr-refresh'),
@@ -103,11 +111,39 @@ let qrDueWhenVisible = false;
 // The next re-read of /api/me for a unionid still being looked up, or null.
 let unionidTimer = null;
 
+// The code is read off the page while the attempt waits for it (or for the "1").
+const MESSAGE_CODE_IN = ['waiting', 'scanned'];
+// Shown in two groups for reading; no space between them, so a copy is the code.
+const MESSAGE_CODE_GROUPS = [3];
+
 function setState(state) {
   document.body.dataset.state = state;
   for (const name of TOGGLED) {
     els[name].hidden = !VISIBLE_IN[state].includes(name);
   }
+  els.messageLogin.hidden = !(MESSAGE_CODE_IN.includes(state) && attempt?.messageCode);
+}
+
+function showMessageCode(a, qr) {
+  a.messageCode = qr.message_code ?? null;
+  a.scanOff = qr.qrcode == null;
+  els.qrImage.alt = a.scanOff ? '公众号二维码' : '微信登录二维码';
+  // With scan off, the frame already shows the account's QR code.
+  els.accountQr.hidden = a.scanOff || !qr.account_qr;
+  if (qr.account_qr && !a.scanOff) els.accountQr.src = qr.account_qr;
+  const code = a.messageCode ?? '';
+  const groups = [0, ...MESSAGE_CODE_GROUPS, code.length];
+  els.messageCode.replaceChildren(
+    ...groups.slice(1).map((end, i) => {
+      const group = document.createElement('span');
+      group.textContent = code.slice(groups[i], end);
+      return group;
+    }),
+  );
+}
+
+function waitingText(a) {
+  return a.scanOff && a.messageCode ? TEXT.waitingForMessage : TEXT.waiting;
 }
 
 function setStatus(text) {
@@ -151,10 +187,11 @@ async function newAttempt() {
 
   current.ws = qr.ws;
   setExpiry(current, qr.expires_in);
-  els.qrImage.src = qr.image;
+  showMessageCode(current, qr);
+  els.qrImage.src = qr.image ?? '';
   els.qrImage.dataset.scene = qr.scene;
   setState('waiting');
-  setStatus(TEXT.waiting);
+  setStatus(waitingText(current));
   tick(current);
   current.countdownTimer = setInterval(() => tick(current), 1000);
   connect(current);
@@ -224,7 +261,7 @@ function handleFrame(a, frame) {
   switch (frame?.status) {
     case 'waiting':
       setExpiry(a, frame.expires_in); // the server's clock is the one that counts
-      setStatus(TEXT.waiting);
+      setStatus(waitingText(a));
       break;
     case 'scanned':
       showOverlay('scanned', TEXT.scanned);

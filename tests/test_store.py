@@ -6,7 +6,6 @@ import threading
 import pytest
 
 from app.login.store import (
-    DEDUPE_SECONDS,
     AttemptContext,
     ConfirmOutcome,
     LoginStore,
@@ -198,33 +197,6 @@ def test_concurrent_redeems_succeed_exactly_once(store, attempt):
     assert all(isinstance(r, RedeemError) for r in results if r != ("oScanner", SCENE))
 
 
-def test_claim_callback_then_remember_reply(store, redis_client):
-    assert store.claim_callback("event:o:1:SCAN:s") is None
-    assert store.claim_callback("event:o:1:SCAN:s") == ""  # first delivery still processing
-
-    store.remember_reply("event:o:1:SCAN:s", "登录成功")
-
-    assert store.claim_callback("event:o:1:SCAN:s") == "登录成功"
-    assert store.claim_callback("event:o:2:SCAN:s") is None
-    assert redis_client.ttl("wechat:dedupe:event:o:1:SCAN:s") == DEDUPE_SECONDS
-
-
-def test_release_callback_lets_the_retry_be_processed(store):
-    assert store.claim_callback("msg:1") is None
-
-    store.release_callback("msg:1")
-
-    assert store.claim_callback("msg:1") is None
-    assert store.claim_callback("msg:1") == ""
-
-
-def test_concurrent_claims_let_exactly_one_through(store):
-    results = run_together(16, lambda i: store.claim_callback("msg:1"))
-
-    assert results.count(None) == 1
-    assert results.count("") == 15
-
-
 def test_record_login_counts_and_keeps_the_first_time(users, clock):
     assert users.get("oScanner") is None
 
@@ -370,6 +342,7 @@ def test_confirm_from_scanned_by_the_scanner(store, attempt, redis_client):
     assert redis_client.hgetall(f"login:signin:{SCENE}") == {
         "openid": "oScanner",
         "browser_hash": BROWSER,
+        "method": "scan",
     }
     for key in ("login:signins:oScanner", f"login:signin:{SCENE}"):
         assert redis_client.ttl(key) == pytest.approx(7 * 86400, abs=1)

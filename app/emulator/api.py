@@ -22,6 +22,8 @@ ERRMSGS = {
     40003: "invalid openid",
     40013: "invalid appid",
     40125: "invalid appsecret",
+    40029: "invalid code",
+    40163: "code been used",
     41001: "access_token missing",
     40097: "invalid args",
     45009: "reach max api daily quota limit",

@@ -1,5 +1,6 @@
 """What the emulated WeChat remembers, in the app's Redis so every worker sees the same:
-issued access_tokens, live QR tickets, followers, and injected faults."""
+issued access_tokens, live QR tickets, followers, web-authorization codes, and injected
+faults."""
 
 import base64
 import json
@@ -12,6 +13,8 @@ from flask import current_app
 
 #: Life of an emulated access_token, in seconds (WeChat's).
 TOKEN_SECONDS = 7200
+#: Life of a web-authorization code, in seconds (WeChat's: 5 minutes).
+OAUTH_CODE_SECONDS = 300
 #: Live QR tickets the phone page lists, newest first; the record of them keeps no more.
 MAX_LISTED_TICKETS = 50
 
@@ -94,6 +97,36 @@ class EmulatorState:
     def follower(self, openid: str) -> dict[str, str] | None:
         """A follower's record, or None for someone who does not follow."""
         return self._redis.hgetall(f"emulator:follower:{openid}") or None
+
+    def issue_oauth_code(self, openid: str, snapshot: bool = False) -> str:
+        """Issue a web-authorization code for ``openid``, good for one exchange; ``snapshot``:
+        the page was opened as a Moments snapshot page (``is_snapshotuser``)."""
+        code = secrets.token_hex(16)  # WeChat's codes are 32 characters
+        key = f"emulator:oauth_code:{code}"
+        with self._redis.pipeline() as pipe:
+            pipe.hset(key, mapping={"openid": openid, "snapshot": int(snapshot)})
+            pipe.expire(key, OAUTH_CODE_SECONDS)
+            pipe.execute()
+        return code
+
+    def spend_oauth_code(self, code: str) -> tuple[dict[str, str] | None, int]:
+        """Exchange a web-authorization code.
+
+        Returns:
+            ``(record, exchanges)``: the code's ``{"openid", "snapshot": "0"|"1"}`` (None for
+            a code never issued, or expired) and how many exchanges it has seen, this one
+            included: above 1, it was used already.
+        """
+        key = f"emulator:oauth_code:{code}"
+        # One transaction: of two exchanges at once, exactly one counts first.
+        with self._redis.pipeline() as pipe:
+            pipe.hgetall(key)
+            pipe.hincrby(key, "exchanges", 1)
+            record, exchanges = pipe.execute()
+        if not record:
+            self._redis.delete(key)  # HINCRBY made a stray hash without a TTL
+            return None, 0
+        return record, exchanges
 
     def inject_fault(self, api: str, errcode: int, count: int = 1) -> None:
         """Make the next ``count`` calls of ``api`` (``qrcode/create``...) fail with ``errcode``."""

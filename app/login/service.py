@@ -3,9 +3,11 @@ redeem the code."""
 
 import enum
 import logging
+import queue
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
@@ -13,9 +15,12 @@ import redis
 
 from ..metrics import DEDUPLICATED, LOGINS, QRCODES_CREATED, SCANS
 from ..wechat.client import QRCode, WeChatClient
-from ..wechat.errors import WeChatError
+from ..wechat.dedupe import RetryLedger
+from ..wechat.errors import WeChatAPIError, WeChatError
 from ..wechat.messages import Message, ScanEvent
 from .hub import LoginHub
+from .methods import API_UNAUTHORIZED, MESSAGE, SCAN, LoginMethods
+from .methods.message import SLOWED_REPLY, WRONG_CODE_REPLY, MessageCodes, as_code
 from .store import (
     Attempt,
     AttemptContext,
@@ -61,9 +66,10 @@ class LoginService:
 
     Args:
         wechat: the API client.
-        store: attempts, codes, dedupe.
+        store: attempts and codes.
         users: user records.
         hub: the cross-worker push.
+        retries: WeChat's retried callbacks, answered once.
         qr_expire_seconds: the life asked of each QR code, in seconds.
         confirm_policy: when the scanner must confirm in WeChat.
         end_session: ends a server-side session by id for good (the scanner's "0", sign-out).
@@ -72,6 +78,8 @@ class LoginService:
         forwarding: another handler takes the messages that are not about logging in
             (``WECHAT_FORWARD_URL``): a "1" or "0" with no login to act on is then left to it
             rather than answered here.
+        methods: the login methods on (``LOGIN_METHODS``); None: ``scan`` only.
+        message_codes: the codes of the ``message`` method (needed when it may be on).
     """
 
     def __init__(
@@ -81,60 +89,166 @@ class LoginService:
         store: LoginStore,
         users: UserStore,
         hub: LoginHub,
+        retries: RetryLedger,
         qr_expire_seconds: int,
         confirm_policy: ConfirmPolicy = ConfirmPolicy.OFF,
         end_session: Callable[[str], None] = lambda session_id: None,
         clock: Callable[[], float] = time.time,
         executor: Executor | None = None,
         forwarding: bool = False,
+        methods: LoginMethods | None = None,
+        message_codes: MessageCodes | None = None,
     ) -> None:
         self.wechat = wechat
         self.store = store
         self.users = users
         self.hub = hub
+        self.retries = retries
         self.qr_expire_seconds = qr_expire_seconds
         self.confirm_policy = ConfirmPolicy(confirm_policy)
         self._end_session = end_session
         self._clock = clock
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="user-info")
         self._forwarding = forwarding
+        self.methods = methods
+        self._message_codes = message_codes
 
-    def start_attempt(self, browser_hash: str, context: AttemptContext) -> tuple[Attempt, QRCode]:
-        """Give the browser a QR code bound to it: its live one if it has one and asks from the
-        same browser and IP, else a new one.
+    # What the views need, so that none reaches into the stores or the hub.
+
+    def attempt(self, scene: str) -> Attempt | None:
+        """The attempt for ``scene``, or None when there is none (or it expired).
+
+        Raises:
+            redis.RedisError: Redis could not be read.
+        """
+        return self.store.get_attempt(scene)
+
+    def method_of(self, scene: str) -> str:
+        """The login method that signed in ``scene``'s attempt (``scan``, ``message``, ...)."""
+        return self.store.signin_method(scene)
+
+    def user(self, openid: str) -> User | None:
+        """The user record of ``openid``, or None."""
+        return self.users.get(openid)
+
+    def waiting(self, scene: str, client: str) -> AbstractContextManager[queue.SimpleQueue[str]]:
+        """Wait for changes to ``scene``'s attempt (see ``LoginHub.waiting``)."""
+        return self.hub.waiting(scene, client)
+
+    def waiting_count(self, client: str | None = None) -> int:
+        """Pages waiting in this process: all, or those of ``client``."""
+        return self.hub.waiting_count(client)
+
+    @property
+    def going_away(self) -> bool:
+        """True once this process is shutting down: waiting pages should reconnect elsewhere."""
+        return self.hub.going_away
+
+    def go_away(self) -> None:
+        """This process is shutting down: close every waiting page's socket now."""
+        self.hub.go_away()
+
+    def listening(self, timeout: float) -> bool:
+        """Start this process's pub/sub listener if needed; True once it is subscribed (within
+        ``timeout`` seconds)."""
+        self.hub.start()
+        return self.hub.subscribed.wait(timeout)
+
+    def offered(self) -> tuple[str, ...]:
+        """The login methods on now, in order (``LOGIN_METHODS``, or what ``auto`` found).
+
+        Raises:
+            redis.RedisError: ``auto``'s shared answer could not be read.
+        """
+        return self.methods.offered() if self.methods is not None else (SCAN,)
+
+    def start_attempt(
+        self, browser_hash: str, context: AttemptContext
+    ) -> tuple[Attempt, QRCode | None]:
+        """Give the browser an attempt bound to it: its live one if it has one, asks from the
+        same browser and IP, and carries the methods on now; else a new one, with a QR code
+        when ``scan`` is on and a message code when ``message`` is.
 
         Args:
             browser_hash: ``hash_secret()`` of the browser's binding secret.
             context: site, browser and IP, shown to the scanner.
 
         Returns:
-            ``(attempt, qrcode)``; ``qrcode.expire_seconds`` is the life left.
+            ``(attempt, qrcode)``; ``qrcode.expire_seconds`` is the life left; ``qrcode`` is
+            None when ``scan`` is off (``attempt.expires_in`` tells the life left then).
 
         Raises:
             WeChatError: WeChat refused or could not be reached.
             redis.RedisError: the attempt could not be stored.
         """
         now = self._clock()
+        offered = self.offered()
         live = self.store.live_attempt_of(browser_hash, context)
-        if live is not None and live.expires_in(now) >= REUSE_MIN_SECONDS and live.qrcode_url:
-            # Spares WeChat's daily QR quota: reloads and extra tabs share one QR code.
-            return live, QRCode(live.ticket, live.expires_in(now), live.qrcode_url)
+        if (
+            live is not None
+            and live.expires_in(now) >= REUSE_MIN_SECONDS
+            and bool(live.qrcode_url) == (SCAN in offered)
+            and bool(live.message_code) == (MESSAGE in offered and self._message_codes is not None)
+        ):
+            # Spares WeChat's daily QR quota: reloads and extra tabs share one QR code (and
+            # keep its message code).
+            qrcode = QRCode(live.ticket, live.expires_in(now), live.qrcode_url)
+            return live, qrcode if live.qrcode_url else None
         scene = new_scene(now)
-        qrcode = self.wechat.create_qrcode(scene, self.qr_expire_seconds)
-        QRCODES_CREATED.inc()
+        qrcode = None
+        if SCAN in offered:
+            try:
+                qrcode = self.wechat.create_qrcode(scene, self.qr_expire_seconds)
+            except WeChatAPIError as exc:
+                # With auto, a 48001 here answers the question before the next probe does.
+                if exc.errcode != API_UNAUTHORIZED or self.methods is None or not self.methods.auto:
+                    raise
+                offered = self.methods.learned(qr_allowed=False)
+            else:
+                QRCODES_CREATED.inc()
+        expire_seconds = qrcode.expire_seconds if qrcode else self.qr_expire_seconds
+        message_code = ""
+        if MESSAGE in offered and self._message_codes is not None:
+            message_code = self._message_codes.issue(scene, expire_seconds)
         attempt = self.store.create_attempt(
             scene,
             browser_hash,
-            qrcode.expire_seconds,
-            ticket=qrcode.ticket,
-            qrcode_url=qrcode.url,
+            expire_seconds,
+            ticket=qrcode.ticket if qrcode else "",
+            qrcode_url=qrcode.url if qrcode else "",
             context=context,
+            message_code=message_code,
         )
-        log.info("login attempt created scene=%s expire_seconds=%s", scene, qrcode.expire_seconds)
+        log.info(
+            "login attempt created scene=%s expire_seconds=%s methods=%s",
+            scene,
+            expire_seconds,
+            ",".join(offered),
+        )
         return attempt, qrcode
 
+    def open_attempt(
+        self, browser_hash: str, context: AttemptContext, expire_seconds: int
+    ) -> Attempt:
+        """Start an attempt with no QR code, for a method whose proof needs none (web
+        authorization inside WeChat): a fresh scene bound to the browser, waiting.
+
+        Args:
+            browser_hash: ``hash_secret()`` of the browser's binding secret.
+            context: site, browser and IP of the attempt.
+            expire_seconds: its life, in seconds.
+
+        Raises:
+            redis.RedisError: the attempt could not be stored.
+        """
+        scene = new_scene(self._clock())
+        attempt = self.store.create_attempt(scene, browser_hash, expire_seconds, context=context)
+        log.info("login attempt opened without a QR code scene=%s", scene)
+        return attempt
+
     def handle_message(self, message: Message) -> str | None:
-        """Act on a verified callback message: a scan, or the scanner's "1" or "0".
+        """Act on a verified callback message: a scan, a message code, or the scanner's "1"
+        or "0".
 
         Args:
             message: the parsed message.
@@ -153,7 +267,7 @@ class LoginService:
         action = self._action_for(message)
         if action is None:
             return None
-        earlier_reply = self.store.claim_callback(message.dedupe_key)
+        earlier_reply = self.retries.claim(message.dedupe_key)
         if earlier_reply:
             DEDUPLICATED.inc()
             log.info("retried callback deduplicated")
@@ -164,11 +278,11 @@ class LoginService:
         try:
             reply = action()
         except Exception:
-            self.store.release_callback(message.dedupe_key)
+            self.retries.release(message.dedupe_key)
             raise
         # A message left to another handler is remembered as answered with nothing: a retry
         # of it is acknowledged, never handed over twice.
-        self.store.remember_reply(message.dedupe_key, reply or "")
+        self.retries.remember(message.dedupe_key, reply or "")
         return reply
 
     def _action_for(self, message: Message) -> Callable[[], str | None] | None:
@@ -179,20 +293,68 @@ class LoginService:
         answer = message.fields.get("Content", "").strip() if message.MsgType == "text" else ""
         if answer in ("1", "0"):
             return partial(self._take_answer, message.FromUserName, answer)
+        code = as_code(message.fields.get("Content", "")) if message.MsgType == "text" else None
+        if code is not None and self._message_codes is not None and MESSAGE in self.offered():
+            return partial(self._take_message_code, message.FromUserName, code)
         return None
 
+    def _take_message_code(self, openid: str, code: str) -> str:
+        assert self._message_codes is not None  # _action_for routes codes only then
+        allowed = self._message_codes.allowed(openid)
+        if allowed is None:
+            log.info("message code ignored: too many from one openid this hour")
+            return ""
+        if not allowed:
+            log.info("message code refused: too many from one openid this minute")
+            return SLOWED_REPLY
+        scene = self._message_codes.scene_of(code)
+        if scene is None:
+            log.info("message code unknown or expired")
+            return WRONG_CODE_REPLY
+        return self.complete(scene, openid, method=MESSAGE, logged="message code")
+
     def _take_scan(self, scan: ScanEvent) -> str:
-        if self._confirmation_due(scan.openid, scan.scene_str):
-            outcome, attempt = self.store.mark_scanned(scan.scene_str, scan.openid)
-        else:
-            outcome, attempt = self.store.confirm(scan.scene_str, scan.openid)
         kind = "new_follower" if scan.new_follower else "returning"
         SCANS.labels(kind).inc()
-        log.info("scan by a %s scene=%s outcome=%s", kind, scan.scene_str, outcome.value)
+        return self.complete(scan.scene_str, scan.openid, method="scan", logged=f"scan by a {kind}")
+
+    def complete(
+        self,
+        scene: str,
+        openid: str,
+        *,
+        method: str,
+        logged: str = "",
+        same_device: bool = False,
+    ) -> str:
+        """A proof from a login method arrived: ``openid`` completes ``scene``'s attempt, as
+        every method does (the confirm policy, the push, the reply).
+
+        Args:
+            scene: the attempt's scene.
+            openid: who proved themselves.
+            method: the login method (``scan``, ``message``, ``wechat_browser``).
+            logged: how the log names it (default ``proof by <method>``).
+            same_device: the proof came from the very browser being signed in (web
+                authorization inside WeChat): nobody can be lured into confirming someone
+                else's login with it, so the confirm policy does not ask.
+
+        Returns:
+            The text to reply to ``openid`` in WeChat: signed in (naming the site, browser, IP
+            and time), asked to confirm, or why not (taken, unknown or expired).
+
+        Raises:
+            redis.RedisError: state could not be read or written.
+        """
+        if not same_device and self._confirmation_due(openid, scene):
+            outcome, attempt = self.store.mark_scanned(scene, openid, method)
+        else:
+            outcome, attempt = self.store.confirm(scene, openid, method)
+        log.info("%s scene=%s outcome=%s", logged or f"proof by {method}", scene, outcome.value)
         if outcome is ConfirmOutcome.CONFIRMED:
-            self._signed_in(scan.openid, scan.scene_str)
+            self._signed_in(openid, scene)
         elif outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
-            self.hub.publish(scan.scene_str)
+            self.hub.publish(scene)
         return self._reply(outcome, attempt)
 
     def _take_answer(self, openid: str, answer: str) -> str | None:

@@ -3,13 +3,11 @@
 Redis holds the truth; the hub only wakes waiters. Keys (each after ``REDIS_KEY_PREFIX``):
 
 - ``login:attempt:<scene>``: hash ``{browser_hash, created_at, expires_at, status, openid,
-  code}``; TTL the QR's life, then the code's life once confirmed.
+  code, message_code}``; TTL the QR's life, then the code's life once confirmed.
 - ``login:code:<code>``: the scene; TTL the code's life; deleted by the one redeem that wins.
 - ``login:signin:<scene>``: hash ``{openid, browser_hash, session}``, a confirmed login and the
   session it became; ``login:signins:<openid>``: sorted set of those scenes by confirmation
   time. Both live as long as a session (``recent_ttl``): the scanner's "0" ends all of them.
-- ``wechat:dedupe:<dedupe_key>``: the reply given to a callback, so that WeChat's retry of it
-  gets the same answer and changes nothing.
 """
 
 import enum
@@ -23,9 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import redis
-
-#: How long a callback is remembered for dedupe, in seconds. WeChat retries within ~15 s.
-DEDUPE_SECONDS = 300
 
 
 def new_scene(now: float) -> str:
@@ -98,6 +93,9 @@ class Attempt:
         ticket, qrcode_url: the QR code WeChat made for it (given back to the same browser).
         context: site, browser and IP of the attempt, for the scanner to check.
         confirmed_at: when it was confirmed, epoch seconds (None before).
+        method: the login method whose proof scanned or confirmed it (``scan``,
+            ``message``, ``wechat_browser``); "" while waiting.
+        message_code: the code to send to the account as a message ("" without that method).
     """
 
     scene: str
@@ -111,6 +109,8 @@ class Attempt:
     qrcode_url: str = ""
     context: AttemptContext = AttemptContext()
     confirmed_at: float | None = None
+    method: str = ""
+    message_code: str = ""
 
     def owned_by(self, browser_hash: str) -> bool:
         """Tell, in constant time, whether the browser with this secret hash made the attempt."""
@@ -208,6 +208,7 @@ class LoginStore:
         ticket: str = "",
         qrcode_url: str = "",
         context: AttemptContext = AttemptContext(),
+        message_code: str = "",
     ) -> Attempt:
         """Store a new waiting attempt that lives exactly as long as its QR.
 
@@ -217,6 +218,7 @@ class LoginStore:
             expire_seconds: the QR's life, in seconds.
             ticket, qrcode_url: the QR code, so the same browser can be given it again.
             context: site, browser and IP, for the scanner to check.
+            message_code: its message code, if the ``message`` method is on.
 
         Returns:
             The stored ``Attempt``.
@@ -231,6 +233,7 @@ class LoginStore:
             ticket=ticket,
             qrcode_url=qrcode_url,
             context=context,
+            message_code=message_code,
         )
         key = self._attempt_key(scene)
         with self._redis.pipeline() as pipe:
@@ -247,6 +250,7 @@ class LoginStore:
                     "browser": context.browser,
                     "ip": context.ip,
                     "client": context.client,
+                    "message_code": message_code,
                 },
             )
             pipe.expire(key, expire_seconds)
@@ -313,18 +317,26 @@ class LoginStore:
                 data.get("client", ""),
             ),
             confirmed_at=float(data["confirmed_at"]) if "confirmed_at" in data else None,
+            method=data.get("method", ""),
+            message_code=data.get("message_code", ""),
         )
         still_open = attempt.status in (Status.WAITING, Status.SCANNED)
         if still_open and self._clock() >= attempt.expires_at:
             return None
         return attempt
 
-    def confirm(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
+    def confirm(
+        self, scene: str, openid: str, method: str | None = None
+    ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Mark an attempt confirmed by ``openid``, atomically, once.
 
-        From waiting (a scan, no confirmation asked) or scanned by the same openid (their "1").
+        From waiting (a proof, no confirmation asked) or scanned by the same openid (their "1").
         The attempt then lives as long as its one-time code, so that a browser reconnecting
         shortly after still gets the code.
+
+        Args:
+            method: the login method whose proof this is; None keeps the one recorded when it
+                was scanned (a "1"), else ``scan``.
 
         Returns:
             ``(outcome, attempt)``: ``CONFIRMED``, ``ALREADY_CONFIRMED``, ``TAKEN`` or
@@ -342,6 +354,7 @@ class LoginStore:
                 openid=openid,
                 code=secrets.token_urlsafe(32),
                 confirmed_at=self._clock(),
+                method=method or attempt.method or "scan",
             )
             key = self._attempt_key(scene)
             pipe.multi()
@@ -352,18 +365,22 @@ class LoginStore:
                     "openid": openid,
                     "code": confirmed.code,
                     "confirmed_at": repr(confirmed.confirmed_at),
+                    "method": confirmed.method,
                 },
             )
             pipe.expire(key, self._code_ttl)
             pipe.set(self._key(f"login:code:{confirmed.code}"), scene, ex=self._code_ttl)
             pipe.delete(self._key(f"login:pending:{openid}"))
-            self._record_signin(pipe, scene, openid, attempt.browser_hash, confirmed.confirmed_at)
+            self._record_signin(pipe, scene, openid, confirmed)
             return ConfirmOutcome.CONFIRMED, confirmed
 
         return self._transition(scene, openid, decide)
 
-    def mark_scanned(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
-        """Mark a waiting attempt scanned by ``openid``, whose confirmation is now awaited.
+    def mark_scanned(
+        self, scene: str, openid: str, method: str = "scan"
+    ) -> tuple[ConfirmOutcome, Attempt | None]:
+        """Mark a waiting attempt scanned by ``openid`` (its proof came by ``method``), whose
+        confirmation is now awaited.
 
         Returns:
             ``(outcome, attempt)``: ``AWAITING_CONFIRMATION`` (also for the same openid
@@ -379,11 +396,11 @@ class LoginStore:
             pipe.multi()
             pipe.hset(
                 self._attempt_key(scene),
-                mapping={"status": Status.SCANNED.value, "openid": openid},
+                mapping={"status": Status.SCANNED.value, "openid": openid, "method": method},
             )
             # One pending confirmation per openid: their next "1" or "0" answers this one.
             pipe.set(self._key(f"login:pending:{openid}"), scene, ex=left)
-            scanned = replace(attempt, status=Status.SCANNED, openid=openid)
+            scanned = replace(attempt, status=Status.SCANNED, openid=openid, method=method)
             return ConfirmOutcome.AWAITING_CONFIRMATION, scanned
 
         return self._transition(scene, openid, decide)
@@ -438,14 +455,22 @@ class LoginStore:
         return self._redis.get(self._key(f"login:pending:{openid}"))
 
     def _record_signin(
-        self, pipe: redis.client.Pipeline, scene: str, openid: str, browser_hash: str, now: float
+        self, pipe: redis.client.Pipeline, scene: str, openid: str, confirmed: Attempt
     ) -> None:
         """Queue the record of a confirmed login, so that "0" can find and end it."""
+        now = confirmed.confirmed_at
         signin, signins = (
             self._key(f"login:signin:{scene}"),
             self._key(f"login:signins:{openid}"),
         )
-        pipe.hset(signin, mapping={"openid": openid, "browser_hash": browser_hash})
+        pipe.hset(
+            signin,
+            mapping={
+                "openid": openid,
+                "browser_hash": confirmed.browser_hash,
+                "method": confirmed.method,
+            },
+        )
         pipe.expire(signin, self._recent_ttl)
         pipe.zadd(signins, {scene: now})
         pipe.zremrangebyscore(signins, "-inf", now - self._recent_ttl)
@@ -551,33 +576,13 @@ class LoginStore:
             pipe.execute()
         return ended
 
+    def signin_method(self, scene: str) -> str:
+        """The login method of a confirmed login (``scan`` for one recorded before methods)."""
+        return self._redis.hget(self._key(f"login:signin:{scene}"), "method") or "scan"
+
     def forget_signin(self, openid: str, scene: str) -> None:
         """Drop the record of a login whose session was ended by signing out."""
         with self._redis.pipeline() as pipe:
             pipe.zrem(self._key(f"login:signins:{openid}"), scene)
             pipe.delete(self._key(f"login:signin:{scene}"))
             pipe.execute()
-
-    def claim_callback(self, dedupe_key: str) -> str | None:
-        """Claim a callback for processing, or learn the reply already given to it.
-
-        Args:
-            dedupe_key: ``Message.dedupe_key``.
-
-        Returns:
-            None when this is the first delivery (process it, then ``remember_reply``); the
-            stored reply content (``""`` for none, or while the first delivery is still being
-            processed) for a retry.
-        """
-        key = self._key(f"wechat:dedupe:{dedupe_key}")
-        if self._redis.set(key, "", nx=True, ex=DEDUPE_SECONDS):
-            return None
-        return self._redis.get(key) or ""
-
-    def remember_reply(self, dedupe_key: str, reply: str) -> None:
-        """Store the reply given to a claimed callback, for its retries."""
-        self._redis.set(self._key(f"wechat:dedupe:{dedupe_key}"), reply, ex=DEDUPE_SECONDS)
-
-    def release_callback(self, dedupe_key: str) -> None:
-        """Forget a claim whose processing failed, so WeChat's retry is processed afresh."""
-        self._redis.delete(self._key(f"wechat:dedupe:{dedupe_key}"))

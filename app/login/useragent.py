@@ -20,3 +20,21 @@ def describe_browser(user_agent: str) -> str:
             # Capped: a forged header can carry hundred-digit "versions" into the reply.
             parts.append(f"{found.family} {found.major or ''}".strip()[:40])
     return " / ".join(parts)
+
+
+def in_wechat(user_agent: str) -> bool:
+    """Tell whether the page is open in WeChat's own browser, where web authorization works.
+
+    WeCom's browser (``wxwork``) also says ``MicroMessenger`` but cannot authorize for an
+    official account.
+    """
+    return "MicroMessenger" in user_agent and "wxwork" not in user_agent
+
+
+def on_mobile(user_agent: str) -> bool:
+    """Tell whether the browser is on a phone, whose own screen cannot be scanned.
+
+    ``Mobi`` is the token browsers put in for a mobile device (Android tablets leave it out,
+    hence ``Android``).
+    """
+    return "Mobi" in user_agent or "Android" in user_agent

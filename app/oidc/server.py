@@ -169,6 +169,7 @@ def build_server(app: Flask, deps: Grants) -> tuple[AuthorizationServer, Resourc
                     nonce=data.get("nonce", ""),
                     code_challenge=data.get("code_challenge", ""),
                     code_challenge_method=data.get("code_challenge_method", ""),
+                    method=session.get("method", "scan"),
                 )
             )
 

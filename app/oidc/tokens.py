@@ -31,6 +31,9 @@ import redis
 
 from ..metrics import OIDC_REFRESH_REUSE
 
+#: The ``amr`` value of each login method.
+AMR = {"scan": "wechat_scan", "message": "wechat_message", "wechat_browser": "wechat_oauth"}
+
 #: Longest life of an authorization code, in seconds.
 CODE_SECONDS = 60
 #: How long a used code is remembered, so that a replay revokes what it gave (seconds).
@@ -55,6 +58,7 @@ class AuthorizationCode:
         sid: the session it came from.
         auth_time: when they signed in, epoch seconds.
         nonce, code_challenge, code_challenge_method: from the request ("" when absent).
+        method: the login method of the session (``amr`` says it: ``AMR``).
         family: the token family its tokens belong to.
     """
 
@@ -68,6 +72,7 @@ class AuthorizationCode:
     nonce: str = ""
     code_challenge: str = ""
     code_challenge_method: str = ""
+    method: str = "scan"
     family: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     def get_redirect_uri(self) -> str:
@@ -86,7 +91,7 @@ class AuthorizationCode:
         return None
 
     def get_amr(self) -> list[str]:
-        return ["wechat_scan"]
+        return [AMR.get(self.method, "wechat_scan")]
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ from ..extensions import client_ip, client_network, login_service
 from ..login.qrimage import qr_data_uri
 from ..login.store import AttemptContext, RedeemError
 from ..login.useragent import describe_browser
+from ..login.users import User
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
+from .pages import account_qr_url
 from .security import require_same_origin
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -33,9 +35,13 @@ def create_login_qrcode() -> Response:
     Body (optional): ``{"oidc_request": str}``, when the sign-in is for an app's authorization.
 
     Returns:
-        200 ``{"scene": str, "qrcode": str, "image": str, "expires_in": int (seconds),
-        "ws": str}``; the binding cookie is set if the browser had none. 502 when WeChat fails
-        and 429 over ``LOGIN_RATE_LIMIT``, each with a message for the page.
+        200 ``{"scene": str, "qrcode": str | None, "image": str, "expires_in": int (seconds),
+        "ws": str}``, and with the ``message`` method on, ``"message_code"`` (the code as
+        shown and typed, ``"ABCDEFG"``: the page groups it for reading without a space) and
+        ``"account_qr"`` (the URL of the account's follow QR code). With ``scan`` off,
+        ``qrcode`` is None and ``image`` is the account's QR: the one to scan then. The
+        binding cookie is set if the browser had none. 502 when WeChat fails and 429 over
+        ``LOGIN_RATE_LIMIT``, each with a message for the page.
     """
     owner, new_secret = browser_binding()
     context = AttemptContext(
@@ -46,13 +52,16 @@ def create_login_qrcode() -> Response:
     )
     attempt, qrcode = login_service().start_attempt(owner, context)
     scheme = "wss" if request.is_secure else "ws"
-    response = jsonify(
-        scene=attempt.scene,
-        qrcode=qrcode.url,
-        image=qr_data_uri(qrcode.url),
-        expires_in=qrcode.expire_seconds,
-        ws=url_for("ws.login_socket", scene=attempt.scene, _external=True, _scheme=scheme),
-    )
+    answer = {
+        "scene": attempt.scene,
+        "qrcode": qrcode.url if qrcode else None,
+        "image": qr_data_uri(qrcode.url) if qrcode else account_qr_url(),
+        "expires_in": qrcode.expire_seconds if qrcode else attempt.expires_in(time.time()),
+        "ws": url_for("ws.login_socket", scene=attempt.scene, _external=True, _scheme=scheme),
+    }
+    if attempt.message_code:
+        answer.update(message_code=attempt.message_code, account_qr=account_qr_url())
+    response = jsonify(answer)
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response
@@ -69,13 +78,19 @@ def _app_being_signed_in_to() -> str:
     return provider.client_name_of_request(request_id)
 
 
-def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
-    """Limit QR creation per client IP and per browser, each to ``rate`` (``LOGIN_RATE_LIMIT``).
+def limit_qrcode_creation(
+    app: Flask,
+    limiter: Limiter,
+    rate: str,
+    endpoint: str = "api.create_login_qrcode",
+    message: str = "获取二维码太频繁了，请稍等片刻再试。",
+) -> None:
+    """Limit the starts of login attempts per client IP and per browser, each to ``rate``
+    (``LOGIN_RATE_LIMIT``): QR creation, or ``endpoint``'s (another method's start).
 
     Applied while the app is built, since the limiter belongs to the app.
     """
-    view = app.view_functions["api.create_login_qrcode"]
-    message = "获取二维码太频繁了，请稍等片刻再试。"
+    view = app.view_functions[endpoint]
     # Per IPv4 address or IPv6 /64: a subscriber's 2**64 addresses cost nothing to spread over.
     view = limiter.limit(rate, key_func=lambda: "ip:" + client_network(), error_message=message)(
         view
@@ -86,7 +101,7 @@ def limit_qrcode_creation(app: Flask, limiter: Limiter, rate: str) -> None:
         key_func=lambda: "browser:" + (browser_hash() or client_network()),
         error_message=message,
     )(view)
-    app.view_functions["api.create_login_qrcode"] = view
+    app.view_functions[endpoint] = view
 
 
 @bp.post("/login/redeem")
@@ -103,27 +118,50 @@ def redeem() -> Response:
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, str) or not 0 < len(code) <= 128:
         raise APIError(400, "bad_request", "请求缺少登录码。")
-    sessions = current_app.session_interface
-    session_id = sessions.new_session_id()
     try:
-        # A browser without a valid binding value is counted as foreign to the code.
-        user, scene = login_service().redeem(code, browser_hash() or "", session_id)
+        user = sign_in(code)
     except RedeemError:
         raise APIError(400, "invalid_code", "登录码无效或已过期，请重新扫码。") from None
+    return jsonify(user.to_json())
+
+
+def sign_in(code: str) -> User:
+    """Redeem a one-time login code from this browser and start its session (a fresh id):
+    what every method's browser does last.
+
+    Args:
+        code: the attempt's one-time code.
+
+    Returns:
+        Who signed in; the session now holds them.
+
+    Raises:
+        RedeemError: the code is bad, used, expired, another browser's, or its login was ended.
+    """
+    sessions = current_app.session_interface
+    session_id = sessions.new_session_id()
+    # A browser without a valid binding value is counted as foreign to the code.
+    user, scene = login_service().redeem(code, browser_hash() or "", session_id)
     sessions.start(
         session,
         session_id,
         # auth_time: when this person proved themselves, for OpenID Connect (max_age, prompt).
-        {"openid": user.openid, "scene": scene, "user_id": user.id, "auth_time": time.time()},
+        {
+            "openid": user.openid,
+            "scene": scene,
+            "user_id": user.id,
+            "auth_time": time.time(),
+            "method": login_service().method_of(scene),
+        },
     )
-    return jsonify(user.to_json())
+    return user
 
 
 @bp.get("/me")
 def me() -> Response:
     """The signed-in user: 200 ``User.to_json()``, or 401."""
     openid = session.get("openid")
-    user = login_service().users.get(openid) if openid else None
+    user = login_service().user(openid) if openid else None
     if user is None:
         raise APIError(401, "not_signed_in", "尚未登录。")
     return jsonify(user.to_json())

@@ -22,7 +22,7 @@ WECHAT_ERRCODE_MESSAGES = {
 
 
 #: Paths whose callers read JSON: our API, and the emulator's API and phone calls.
-JSON_PATHS = ("/api/", "/_emulator/api/", "/_emulator/cgi-bin/")
+JSON_PATHS = ("/api/", "/_emulator/api/", "/_emulator/cgi-bin/", "/_emulator/sns/")
 
 
 class APIError(Exception):

@@ -28,14 +28,12 @@ def readyz() -> Response:
     Returns:
         200 ``{"status": "ready"}``, or 503 ``{"status": "not ready", "failing": [...]}``.
     """
-    hub = login_service().hub
-    hub.start()
     failing = []
     try:
         current_app.extensions["redis"].ping()
     except redis.RedisError:
         failing.append("redis")
-    if not hub.subscribed.wait(SUBSCRIBE_WAIT_SECONDS):
+    if not login_service().listening(SUBSCRIBE_WAIT_SECONDS):
         failing.append("pubsub listener")
     if failing:
         response = jsonify(status="not ready", failing=failing)

@@ -1,15 +1,54 @@
-"""The login page, and the site's icon."""
+"""The login page, the site's icon, and the account's follow QR code."""
 
-from flask import Blueprint, current_app, redirect, render_template, url_for
+import re
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response
+
+from ..extensions import login_service
+from ..login.methods import WECHAT_BROWSER
+from ..login.useragent import in_wechat, on_mobile
 
 bp = Blueprint("pages", __name__)
 
 
 @bp.get("/")
-def index() -> str:
-    """The page that shows the QR code, waits, and shows who is signed in."""
-    return render_template("index.html", emulator="emulator" in current_app.blueprints)
+def index() -> str | Response:
+    """The page that shows the QR code, waits, and shows who is signed in.
+
+    Inside WeChat's browser, with in-WeChat login on, a visitor not signed in is sent to it
+    (302) instead: nobody can scan their own screen. ``?qr=1`` shows the QR code anyway (in
+    WeChat, a long press on it is recognised).
+    """
+    user_agent = request.headers.get("User-Agent", "")
+    if (
+        in_wechat(user_agent)
+        and not request.args.get("qr")
+        and WECHAT_BROWSER in login_service().offered()
+        and not _signed_in()
+    ):
+        return redirect(url_for("wechat_browser.start"))
+    return render_template(
+        "index.html",
+        emulator="emulator" in current_app.blueprints,
+        # On a phone the QR code is shown to be saved or long-pressed, not scanned.
+        on_phone=on_mobile(user_agent) or in_wechat(user_agent),
+    )
+
+
+def _signed_in() -> bool:
+    openid = session.get("openid")
+    return bool(openid) and login_service().user(openid) is not None
 
 
 @bp.get("/favicon.ico")
@@ -17,3 +56,22 @@ def favicon() -> Response:
     """Send browsers that ask for the conventional icon (on a page that names none, such as a
     JSON answer opened in a tab) to ``static/favicon.svg``, which every page names."""
     return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
+def account_qr_url() -> str | None:
+    """Where a page finds the account's follow QR code (``WECHAT_ACCOUNT_QR``): its URL, or
+    ``/account-qr`` for a file we serve; None when unset."""
+    account_qr = current_app.config["WECHAT_ACCOUNT_QR"]
+    if not account_qr:
+        return None
+    return account_qr if re.match(r"https?://", account_qr) else url_for("pages.account_qr")
+
+
+@bp.get("/account-qr")
+def account_qr() -> Response:
+    """The account's follow QR code, when ``WECHAT_ACCOUNT_QR`` names a file: 404 otherwise."""
+    path = current_app.config["WECHAT_ACCOUNT_QR"]
+    if not path or re.match(r"https?://", path):
+        abort(404)
+    # An hour: the image changes only when the setting does.
+    return send_file(path, max_age=3600)

@@ -10,7 +10,7 @@ from ..wechat.messages import MAX_MESSAGE_BYTES
 
 #: Paths whose answers carry identity or one-time codes (the API; the callback's replies name
 #: the browser being signed in): no browser or proxy may keep a copy.
-NO_STORE_PATHS = ("/api/", "/wechat/", "/oidc/")
+NO_STORE_PATHS = ("/api/", "/wechat/", "/oidc/", "/login/")
 
 
 class JSONProvider(DefaultJSONProvider):

@@ -59,11 +59,11 @@ def only_the_browser_that_asked() -> None:
     # Refused before the upgrade, so that refusals cost no socket.
     per_client = current_app.config["LOGIN_MAX_SOCKETS_PER_IP"]
     g.client = client_network()
-    if per_client and login_service().hub.waiting_count(g.client) >= per_client:
+    if per_client and login_service().waiting_count(g.client) >= per_client:
         abort(429, "too many login pages from this address")
     scene = (request.view_args or {}).get("scene", "")
     owner = browser_hash()
-    attempt = login_service().store.get_attempt(scene) if owner and len(scene) <= 64 else None
+    attempt = login_service().attempt(scene) if owner and len(scene) <= 64 else None
     if attempt is None or not attempt.owned_by(owner):
         abort(403)
     g.attempt = attempt
@@ -95,15 +95,15 @@ def login_socket(ws: Server, scene: str) -> None:
 
 def _serve(ws: Server, scene: str) -> None:
     service = login_service()
-    if service.hub.going_away:
+    if service.going_away:
         _close_handshake(ws, CloseReason.GOING_AWAY)  # the page reconnects to another worker
         return
     cap = current_app.config["LOGIN_MAX_SOCKETS"]
-    if cap and service.hub.waiting_count() >= cap:
+    if cap and service.waiting_count() >= cap:
         # Full: keep the slots WeChat's callback needs; the page tries again shortly.
         _close_handshake(ws, CloseReason.TRY_AGAIN_LATER)
         return
-    with service.hub.waiting(scene, g.client) as wakeups:
+    with service.waiting(scene, g.client) as wakeups:
         attempt = _reread(scene, g.attempt)
         ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt)}))
         told_scanned = False
@@ -124,7 +124,7 @@ def _serve(ws: Server, scene: str) -> None:
                 # Newer tabs of this browser wait on the same QR code: this one steps aside.
                 _close_handshake(ws, REPLACED_CLOSE_CODE)
                 return
-            if service.hub.going_away:
+            if service.going_away:
                 # Shutting down: tell the page now, not when the grace period runs out; it
                 # reconnects to another worker and reads the same state there.
                 _close_handshake(ws, CloseReason.GOING_AWAY)
@@ -170,7 +170,7 @@ def _terminal_frame(attempt: Attempt | None) -> dict[str, Any] | None:
 
 def _reread(scene: str, last: Attempt | None) -> Attempt | None:
     try:
-        return login_service().store.get_attempt(scene)
+        return login_service().attempt(scene)
     except redis.RedisError as exc:
         # Keep waiting on what we knew, and back off: the truth is read again soon.
         log.warning("login socket could not read scene=%s: %s", scene, exc)

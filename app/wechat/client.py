@@ -1,4 +1,5 @@
-"""The WeChat API client: access_token shared through Redis, QR codes, user info.
+"""The WeChat API client: access_token shared through Redis, QR codes, user info, and the
+web-authorization code exchange.
 
 Every URL is built from one ``api_base`` so that the emulator (or any stand-in) can answer.
 """
@@ -42,6 +43,25 @@ class QRCode:
     ticket: str
     expire_seconds: int
     url: str
+
+
+@dataclass(frozen=True)
+class WebAuthorization:
+    """What ``sns/oauth2/access_token`` says about the visitor of a web authorization.
+
+    The user's own access_token and refresh_token it also returns are not kept: they are the
+    visitor's, not the account's, and an openid is all a sign-in needs.
+
+    Attributes:
+        openid: the visitor's openid with this account.
+        unionid: their unionid, when the account is bound to an Open Platform account.
+        is_snapshotuser: the page was opened as a Moments "snapshot page": ``openid`` is a
+            virtual one that must never sign anyone in.
+    """
+
+    openid: str
+    unionid: str | None = None
+    is_snapshotuser: bool = False
 
 
 class WeChatClient:
@@ -166,6 +186,42 @@ class WeChatClient:
         """
         return self._call_with_token(
             "GET", "/cgi-bin/user/info", params={"openid": openid, "lang": lang}
+        )
+
+    def oauth_access_token(self, code: str) -> WebAuthorization:
+        """Exchange a web-authorization ``code`` for the visitor's openid.
+
+        Doc: https://developers.weixin.qq.com/doc/offiaccount/OA_Web_Apps/Wechat_webpage_authorization.html
+
+        Args:
+            code: the ``code`` WeChat appended to our ``redirect_uri``; it lives 5 minutes and
+                works once.
+
+        Returns:
+            The ``WebAuthorization`` (openid, unionid if bound, snapshot flag).
+
+        Raises:
+            WeChatAPIError: e.g. 40029 invalid code, 40163 code been used, 40013/40125 wrong
+                AppID or AppSecret.
+            WeChatTransportError: WeChat could not be reached, or answered no openid.
+        """
+        # The AppSecret rides in the query, as WeChat wants: _send and _request log the path only.
+        data = self._request(
+            "GET",
+            "/sns/oauth2/access_token",
+            params={
+                "appid": self.app_id,
+                "secret": self._app_secret,
+                "code": code,
+                "grant_type": "authorization_code",
+            },
+        )
+        if not data.get("openid"):
+            raise WeChatTransportError("GET /sns/oauth2/access_token: no openid in answer")
+        return WebAuthorization(
+            openid=str(data["openid"]),
+            unionid=str(data["unionid"]) if data.get("unionid") else None,
+            is_snapshotuser=data.get("is_snapshotuser") == 1,
         )
 
     def _call_with_token(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

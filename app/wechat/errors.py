@@ -9,7 +9,8 @@ The tree::
     ├── InvalidSignatureError       a callback whose signature does not match our Token
     │   └── StaleSignatureError     it matches, but is not fresh or was used already
     ├── MalformedMessageError       a callback body that is not a well-formed WeChat message
-    └── DecryptionError             an encrypted message no key of ours decrypts to our AppID
+    ├── DecryptionError             an encrypted message no key of ours decrypts to our AppID
+    └── CallbackRefused             a callback to answer 400, 403 or 413 (.status, .reason)
 """
 
 
@@ -75,3 +76,17 @@ def api_error(errcode: int, errmsg: str) -> WeChatAPIError:
     if errcode in InvalidCredentialError.ERRCODES:
         return InvalidCredentialError(errcode, errmsg)
     return WeChatAPIError(errcode, errmsg)
+
+
+class CallbackRefused(WeChatError):
+    """A callback this server must not take: answer it with ``status`` (400, 403 or 413).
+
+    Attributes:
+        status: the HTTP status to answer.
+        reason: why, for the log (never a secret).
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

@@ -1,0 +1,273 @@
+"""In-WeChat login (method ``wechat_browser``): a visitor inside WeChat's own browser proves
+their openid through WeChat's web authorization (网页授权, scope ``snsapi_base``), with no scan.
+
+::
+
+    start   an attempt for this browser (no QR code), a ``state`` bound to the browser
+            -> {WECHAT_OPEN_BASE}/connect/oauth2/authorize?appid&redirect_uri&response_type
+               &scope&state#wechat_redirect
+    WeChat  -> redirect_uri?code=CODE&state=STATE   (no code: the visitor refused)
+    finish  state -> the attempt (once, same browser); code -> openid (sns/oauth2/access_token,
+            once); LoginService.complete(...) -> the attempt's one-time code, which the browser
+            redeems as every method's browser does
+
+Free of Flask: the view passes in the browser's binding hash and our ``redirect_uri``.
+"""
+
+import enum
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from urllib.parse import quote, urlencode
+
+import redis
+
+from ...wechat.client import WeChatClient
+from ...wechat.errors import WeChatAPIError
+from ..service import LoginService
+from ..store import AttemptContext, Status
+
+log = logging.getLogger(__name__)
+
+#: The method's name in ``LOGIN_METHODS``, in attempts and sign-ins, and in the session.
+METHOD = "wechat_browser"
+
+#: Life of a ``state`` and of its attempt, in seconds: WeChat's code lives 5 minutes, and a
+#: visitor who takes longer than that starts again.
+STATE_SECONDS = 300
+
+#: What ``AuthorizationStates.issue`` makes: 128 random bits in hex. WeChat accepts only
+#: letters and digits in ``state``, up to 128 bytes.
+STATE_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+def authorize_url(open_base: str, appid: str, redirect_uri: str, state: str) -> str:
+    """The web-authorization URL to send the visitor's browser to.
+
+    Doc: https://developers.weixin.qq.com/doc/offiaccount/OA_Web_Apps/Wechat_webpage_authorization.html
+
+    Args:
+        open_base: ``WECHAT_OPEN_BASE``, e.g. ``https://open.weixin.qq.com``.
+        appid: the account's AppID.
+        redirect_uri: where WeChat sends the browser back; its host must be the account's
+            网页授权域名.
+        state: from ``AuthorizationStates.issue``.
+
+    Returns:
+        The URL, parameters in the order WeChat requires (it refuses others), ending in
+        ``#wechat_redirect``.
+    """
+    query = urlencode(
+        [
+            ("appid", appid),
+            ("redirect_uri", redirect_uri),
+            ("response_type", "code"),
+            # Silent, and all a sign-in needs: the openid. snsapi_userinfo would ask first.
+            ("scope", "snsapi_base"),
+            ("state", state),
+        ],
+        quote_via=quote,
+        safe="",
+    )
+    return f"{open_base.rstrip('/')}/connect/oauth2/authorize?{query}#wechat_redirect"
+
+
+class AuthorizationStates:
+    """The ``state`` of each web authorization under way: random, bound to the browser that
+    started it, single-use and short-lived, in Redis.
+
+    Key (after ``REDIS_KEY_PREFIX``): ``login:oauth_state:<state>``, hash ``{browser_hash,
+    scene, expires_at}``, TTL ``ttl``.
+
+    Args:
+        redis_client: a client with ``decode_responses=True``.
+        ttl: life of a state, in seconds.
+        clock: returns the time in epoch seconds (tests inject their own).
+        prefix: ``REDIS_KEY_PREFIX``.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        ttl: int = STATE_SECONDS,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "",
+    ) -> None:
+        self._redis = redis_client
+        self._ttl = ttl
+        self._clock = clock
+        self._prefix = prefix
+
+    def _key(self, state: str) -> str:
+        return f"{self._prefix}login:oauth_state:{state}"
+
+    def issue(self, browser_hash: str, scene: str) -> str:
+        """Make a state for ``scene``'s attempt, good for the browser of ``browser_hash`` only.
+
+        Raises:
+            redis.RedisError: it could not be stored.
+        """
+        state = secrets.token_hex(16)
+        key = self._key(state)
+        with self._redis.pipeline() as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "browser_hash": browser_hash,
+                    "scene": scene,
+                    "expires_at": repr(self._clock() + self._ttl),
+                },
+            )
+            pipe.expire(key, self._ttl)
+            pipe.execute()
+        return state
+
+    def take(self, state: str, browser_hash: str) -> str | None:
+        """Spend ``state``: it works once, whoever presents it.
+
+        Returns:
+            The scene of its attempt; None when the state is unknown, malformed, expired,
+            already spent, or was issued to another browser.
+
+        Raises:
+            redis.RedisError: Redis could not be read.
+        """
+        if not STATE_PATTERN.fullmatch(state):
+            return None
+        key = self._key(state)
+        # Read and delete in one transaction: of two requests with one state, one reads it.
+        with self._redis.pipeline() as pipe:
+            pipe.hgetall(key)
+            pipe.delete(key)
+            record = pipe.execute()[0]
+        if not record or self._clock() >= float(record["expires_at"]):
+            return None
+        if not hmac.compare_digest(record["browser_hash"], browser_hash):
+            return None
+        return record["scene"]
+
+
+class Refusal(enum.StrEnum):
+    """Why a web authorization signed nobody in."""
+
+    #: No state, or one unknown, expired, already used, or another browser's.
+    BAD_STATE = "bad_state"
+    #: WeChat came back without a code: the visitor refused.
+    DENIED = "denied"
+    #: 40029: WeChat does not know the code (made up, or older than 5 minutes).
+    INVALID_CODE = "invalid_code"
+    #: 40163: the code was exchanged already.
+    CODE_USED = "code_used"
+    #: A Moments "snapshot page": WeChat gave a virtual openid.
+    SNAPSHOT = "snapshot"
+    #: The attempt ended meanwhile (expired, or taken).
+    ATTEMPT_GONE = "attempt_gone"
+
+
+#: The errcodes of ``sns/oauth2/access_token`` that are the visitor's to retry, not ours.
+CODE_ERRCODES = {40029: Refusal.INVALID_CODE, 40163: Refusal.CODE_USED}
+
+
+class WebAuthorizationRefused(Exception):
+    """A web authorization that signs nobody in; the visitor may start again.
+
+    Attributes:
+        reason: a ``Refusal``.
+    """
+
+    def __init__(self, reason: Refusal) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+class WeChatBrowserLogin:
+    """Starts and finishes in-WeChat logins.
+
+    Args:
+        service: the login service (attempts, ``complete``).
+        wechat: the API client (AppID, the code exchange).
+        states: the state store.
+        open_base: ``WECHAT_OPEN_BASE``.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: LoginService,
+        wechat: WeChatClient,
+        states: AuthorizationStates,
+        open_base: str,
+    ) -> None:
+        self._service = service
+        self._wechat = wechat
+        self._states = states
+        self._open_base = open_base
+
+    def start(self, browser_hash: str, context: AttemptContext, redirect_uri: str) -> str:
+        """Open an attempt for this browser and say where to send it.
+
+        Args:
+            browser_hash: ``hash_secret()`` of the browser's binding secret.
+            context: site, browser and IP, kept with the attempt.
+            redirect_uri: our absolute callback URL (WeChat sends the browser back there).
+
+        Returns:
+            The authorize URL (``authorize_url``).
+
+        Raises:
+            redis.RedisError: the attempt or its state could not be stored.
+        """
+        attempt = self._service.open_attempt(browser_hash, context, STATE_SECONDS)
+        state = self._states.issue(browser_hash, attempt.scene)
+        return authorize_url(self._open_base, self._wechat.app_id, redirect_uri, state)
+
+    def finish(self, code: str, state: str, browser_hash: str) -> str:
+        """Take WeChat's answer: the visitor's openid completes the attempt ``state`` names.
+
+        Args:
+            code: the ``code`` WeChat added ("" when the visitor refused).
+            state: the ``state`` WeChat gave back.
+            browser_hash: ``hash_secret()`` of this browser's binding secret ("" for none).
+
+        Returns:
+            The attempt's one-time login code, for this browser to redeem.
+
+        Raises:
+            WebAuthorizationRefused: see ``Refusal``.
+            WeChatError: the exchange failed otherwise (WeChat busy or unreachable, a wrong
+                AppSecret).
+            redis.RedisError: state could not be read or written.
+        """
+        scene = self._states.take(state, browser_hash)
+        if scene is None:
+            raise WebAuthorizationRefused(Refusal.BAD_STATE)
+        if not code:
+            raise WebAuthorizationRefused(Refusal.DENIED)
+        try:
+            visitor = self._wechat.oauth_access_token(code)
+        except WeChatAPIError as exc:
+            if exc.errcode in CODE_ERRCODES:
+                raise WebAuthorizationRefused(CODE_ERRCODES[exc.errcode]) from exc
+            raise
+        if visitor.is_snapshotuser:
+            raise WebAuthorizationRefused(Refusal.SNAPSHOT)
+        self._service.complete(
+            scene,
+            visitor.openid,
+            method=METHOD,
+            logged="web authorization inside WeChat",
+            same_device=True,
+        )
+        attempt = self._service.attempt(scene)
+        if (
+            attempt is None
+            or attempt.status is not Status.CONFIRMED
+            or attempt.openid != visitor.openid
+            or not attempt.code
+        ):
+            raise WebAuthorizationRefused(Refusal.ATTEMPT_GONE)
+        return attempt.code

@@ -1,0 +1,97 @@
+"""In-WeChat login in the browser: off to WeChat's web authorization, and back signed in.
+
+``/`` sends a visitor inside WeChat to ``start``; WeChat sends them back to ``callback``.
+"""
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Response
+
+from ..extensions import client_ip, login_service
+from ..login.methods import WECHAT_BROWSER
+from ..login.methods.wechat_browser import Refusal, WebAuthorizationRefused, WeChatBrowserLogin
+from ..login.store import AttemptContext, RedeemError
+from ..login.useragent import describe_browser
+from .api import sign_in
+from .cookies import browser_binding, browser_hash, set_browser_cookie
+
+bp = Blueprint("wechat_browser", __name__, url_prefix="/login/wechat")
+
+#: What the visitor reads when a web authorization signs nobody in.
+REFUSAL_MESSAGES = {
+    Refusal.BAD_STATE: "这次登录请求已失效，或不是在这个浏览器里发起的。请重新登录。",
+    Refusal.DENIED: "你没有同意授权，所以没有登录。",
+    Refusal.INVALID_CODE: "微信授权码无效或已过期（errcode 40029）。请重新登录。",
+    Refusal.CODE_USED: "微信授权码已被使用过（errcode 40163）。请重新登录。",
+    Refusal.SNAPSHOT: (
+        "朋友圈里打开的是页面快照，无法登录。请点击页面底部的「使用完整服务」后重新登录。"
+    ),
+    Refusal.ATTEMPT_GONE: "这次登录已过期。请重新登录。",
+}
+
+
+def wechat_browser_on() -> bool:
+    """Tell whether this site offers in-WeChat login (``LOGIN_METHODS``)."""
+    return WECHAT_BROWSER in login_service().offered()
+
+
+def _flow() -> WeChatBrowserLogin:
+    return current_app.extensions["wechat_browser"]
+
+
+@bp.before_request
+def only_when_on() -> None:
+    """Both routes are 404 on a site that does not offer the method."""
+    if not wechat_browser_on():
+        raise NotFound()
+
+
+@bp.get("")
+def start() -> Response:
+    """Open an attempt for this browser and send it to WeChat's web authorization (302).
+
+    Limited like QR creation (``LOGIN_RATE_LIMIT``); the binding cookie is set if the browser
+    had none.
+    """
+    owner, new_secret = browser_binding()
+    context = AttemptContext(
+        site=current_app.config["SITE_NAME"],
+        browser=describe_browser(request.headers.get("User-Agent", "")),
+        ip=client_ip(),
+    )
+    response = redirect(_flow().start(owner, context, _redirect_uri()))
+    if new_secret is not None:
+        set_browser_cookie(response, new_secret)
+    return response
+
+
+def _redirect_uri() -> str:
+    """Our callback as WeChat must see it: under ``PUBLIC_BASE_URL`` (the host set as the
+    account's 网页授权域名) when set, else at the address this request came in on."""
+    path = url_for(".callback")
+    base = current_app.config["PUBLIC_BASE_URL"]
+    return base + path if base else url_for(".callback", _external=True)
+
+
+@bp.get("/callback")
+def callback() -> Response | tuple[str, int]:
+    """WeChat's way back, ``?code=CODE&state=STATE`` (no ``code`` when the visitor refused).
+
+    Returns:
+        302 to ``/``, signed in; or 400 with a page saying why not, and the ways back.
+    """
+    try:
+        login_code = _flow().finish(
+            request.args.get("code", ""), request.args.get("state", ""), browser_hash() or ""
+        )
+        sign_in(login_code)
+    except WebAuthorizationRefused as refused:
+        return _refused(refused.reason)
+    except RedeemError:  # the scanner's "0" in WeChat ended it in between
+        return _refused(Refusal.ATTEMPT_GONE)
+    return redirect(url_for("pages.index"))
+
+
+def _refused(reason: Refusal) -> tuple[str, int]:
+    page = render_template("wechat_browser_error.html", message=REFUSAL_MESSAGES[reason])
+    return page, 400

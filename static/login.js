@@ -446,6 +446,9 @@ function recheckUnionid(openid, round) {
     if (document.body.dataset.state !== 'signed-in' || user?.openid !== openid) return;
     const more = user.unionid == null && round + 1 < UNIONID_RECHECKS_MS.length;
     showUnionid(user.unionid, more);
+    // A unionid that arrived may have joined this person to their other identities.
+    showProfile(user);
+    showIdentities(user);
     if (more) recheckUnionid(openid, round + 1);
   }, UNIONID_RECHECKS_MS[round]);
 }

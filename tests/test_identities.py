@@ -158,3 +158,26 @@ def test_a_record_from_before_identities_is_migrated_on_read_and_keeps_its_id(us
     assert users.record_login("oOA1").id == "old-id"
     # Its unionid now finds it from the website application.
     assert users.record_login("oWEB1", method="open_qr", appid=WEB, unionid="uOld").id == "old-id"
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ("openid", {}),
+        ("openid profile", {"name": "小明", "picture": "https://thirdwx.qlogo.cn/x/132"}),
+    ],
+)
+def test_profile_claims_come_from_the_website_login(users, scope, expected):
+    from app.oidc.server import user_claims
+
+    user = users.record_login(
+        "oWEB1",
+        method="open_qr",
+        appid=WEB,
+        profile={"nickname": "小明", "headimgurl": "https://thirdwx.qlogo.cn/x/132"},
+    )
+
+    assert dict(user_claims(user, scope)) == {"sub": user.id, **expected}
+    # The Official Account's flows give no profile: no name, no picture.
+    plain = users.record_login("oOA1")
+    assert dict(user_claims(plain, "openid profile")) == {"sub": plain.id}

@@ -26,8 +26,9 @@ Identity rules:
   joined person's record then forwards (``merged_into``) so a session or token holding its id
   still finds the person. Overlapping AppIDs: nothing is merged, a warning is logged.
 - ``link`` attaches an identity by hand, and refuses one that is another person's.
-- ``unlink`` detaches one while another remains; not one that shares the person's unionid
-  (WeChat says it is the same person: its next login would join it back).
+- ``unlink`` detaches one while another remains; not one whose unionid another of the
+  person's identities shares (WeChat says they are one person: its next login would join it
+  back). The unionid goes with the identity that alone brought it.
 
 Records from before people (``user:id:<id>`` holding the openid as a string) are migrated on
 read: the first read turns it into the person hash. Identity hashes without ``appid`` are the
@@ -233,6 +234,11 @@ class UserStore:
         (else nothing: a record holding only a unionid would not be a user); may join the
         person to the unionid's holder (see the module's rules)."""
         key = self._identity_key(openid)
+        person_id = self._redis.hget(key, "id")
+        # The join first: a page that sees the unionid (its sign that the look-up is done)
+        # then sees the joined person too.
+        if person_id:
+            self._claim_unionid(self._resolve(person_id) or person_id, unionid)
 
         def attach(pipe: redis.client.Pipeline) -> None:
             if pipe.exists(key):
@@ -240,9 +246,6 @@ class UserStore:
                 pipe.hset(key, "unionid", unionid)
 
         self._redis.transaction(attach, key)
-        person_id = self._redis.hget(key, "id")
-        if person_id:
-            self._claim_unionid(self._resolve(person_id) or person_id, unionid)
 
     def _holder_open_to(self, unionid: str, appid: str) -> str | None:
         """The unionid's person, if they hold no identity under ``appid`` yet."""
@@ -353,7 +356,7 @@ class UserStore:
         Raises:
             LookupError: no person ``user_id``, or the identity is not theirs.
             LastIdentity: it is their only identity.
-            IdentityConflict: it shares the person's unionid (it would join back).
+            IdentityConflict: another of their identities has its unionid (it would join back).
         """
         person = self.by_id(user_id)
         identity = self._redis.hgetall(self._identity_key(openid))
@@ -361,7 +364,11 @@ class UserStore:
             raise LookupError(openid)
         if len(person.identities) <= 1:
             raise LastIdentity("这是唯一的登录方式，不能解绑。")
-        if identity.get("unionid") and identity.get("unionid") == person.unionid:
+        unionid = identity.get("unionid")
+        others = [i.openid for i in person.identities if i.openid != openid]
+        if unionid and any(
+            self._redis.hget(self._identity_key(other), "unionid") == unionid for other in others
+        ):
             raise IdentityConflict(
                 "微信认定这两个身份是同一个人（unionid 相同），"
                 "解绑后下次登录会自动合并，所以不能解绑。"
@@ -370,9 +377,15 @@ class UserStore:
 
         def detach(pipe: redis.client.Pipeline) -> None:
             openids = (pipe.hget(key, "openids") or "").split()
+            holder = pipe.get(self._unionid_key(unionid)) if unionid else None
             pipe.multi()
             pipe.hset(key, "openids", " ".join(o for o in openids if o != openid))
             pipe.delete(self._identity_key(openid))
+            if unionid and unionid == person.unionid:
+                # The unionid left with its identity: it no longer finds this person.
+                pipe.hdel(key, "unionid")
+                if holder == person.id:
+                    pipe.delete(self._unionid_key(unionid))
 
         self._redis.transaction(detach, key)
         user = self.by_id(person.id)

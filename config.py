@@ -193,10 +193,17 @@ class Config:
     LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
 
     #: The login methods offered, in order, comma-separated: ``scan`` (a parametric QR code),
-    #: ``message`` (a code sent to the account as a text message), ``wechat_browser``. ``auto``:
+    #: ``message`` (a code sent to the account as a text message), ``wechat_browser``,
+    #: ``open_qr`` (the website application; needs WECHAT_OPEN_APP_ID). ``auto``:
     #: ``scan``, or ``message`` when WeChat answers 48001 (no parametric QR codes for this
     #: account type), asked at first use and then every hour.
     LOGIN_METHODS = os.environ.get("LOGIN_METHODS", "auto")
+    #: The Open Platform website application's AppID (开放平台「管理中心 → 网站应用」), for
+    #: ``open_qr`` in LOGIN_METHODS; not the official account's. Unset with the emulator: it
+    #: brings a website application of its own.
+    WECHAT_OPEN_APP_ID = os.environ.get("WECHAT_OPEN_APP_ID", "")
+    #: The website application's AppSecret. Never logged.
+    WECHAT_OPEN_APP_SECRET = os.environ.get("WECHAT_OPEN_APP_SECRET", "")
     #: The account's own follow QR code, shown beside the message code: an image URL
     #: (``https://...``) or the path of an image file, which we serve at ``/account-qr``.
     #: Download it from 公众号后台「设置与开发 → 公众号设置」. Required with ``message``.
@@ -264,6 +271,8 @@ class TestingConfig(Config):
     #: Tests choose their methods: ``auto``'s first probe would take the faults a test injects
     #: for a login's QR code. tests/test_message_login.py tests ``auto``.
     LOGIN_METHODS = "scan,wechat_browser"
+    WECHAT_OPEN_APP_ID = ""
+    WECHAT_OPEN_APP_SECRET = ""
 
 
 class ProductionConfig(Config):

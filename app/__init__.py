@@ -20,13 +20,14 @@ from .extensions import client_ip, init_redis, key_prefix, limiter_storage_uri, 
 from .login.hub import LoginHub
 from .login.methods import LoginMethods, parse_methods
 from .login.methods.message import MessageCodes
+from .login.methods.open_qr import OpenQRLogin, WebsiteOAuth
 from .login.methods.wechat_browser import AuthorizationStates, WeChatBrowserLogin
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
 from .setup_check import try_qr_creation
-from .views import api, callback, errors, ops, pages, security, wechat_browser, ws
+from .views import api, callback, errors, open_qr, ops, pages, security, wechat_browser, ws
 from .views.cookies import SessionInterface, raise_session_error
 from .wechat.callback import CallbackProtocol
 from .wechat.client import WeChatClient
@@ -114,7 +115,7 @@ def create_app(
         recent_ttl=int(app.permanent_session_lifetime.total_seconds()),
         prefix=prefix,
     )
-    users = UserStore(redis_client, prefix=prefix)
+    users = UserStore(redis_client, prefix=prefix, appid=app.config["WECHAT_APP_ID"])
     provider = oidc.init_app(app, users)
 
     def end_session(session_id: str) -> None:
@@ -151,10 +152,28 @@ def create_app(
             prefix=prefix,
         ),
     )
+    states = AuthorizationStates(redis_client, prefix=prefix)
     app.extensions["wechat_browser"] = WeChatBrowserLogin(
         service=app.extensions["wechat_login"],
         wechat=wechat,
-        states=AuthorizationStates(redis_client, prefix=prefix),
+        states=states,
+        open_base=app.config["WECHAT_OPEN_BASE"],
+    )
+    transport = emulator.EmulatorTransport(app) if emulated else None
+    app.extensions["open_qr"] = OpenQRLogin(
+        service=app.extensions["wechat_login"],
+        oauth=WebsiteOAuth(
+            app.config["WECHAT_OPEN_APP_ID"],
+            app.config["WECHAT_OPEN_APP_SECRET"],
+            api_base=app.config["WECHAT_API_BASE"],
+            mount=(
+                (lambda s: s.mount(app.config["WECHAT_API_BASE"], transport))
+                if transport
+                else (lambda s: None)
+            ),
+            timeout=app.config["WECHAT_HTTP_TIMEOUT"],
+        ),
+        states=states,
         open_base=app.config["WECHAT_OPEN_BASE"],
     )
     app.extensions["wechat_forwarder"] = (
@@ -177,7 +196,7 @@ def create_app(
         "max_message_size": 1024,
     }
     sock.init_app(app)
-    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp, wechat_browser.bp):
+    for blueprint in (pages.bp, api.bp, ws.bp, callback.bp, ops.bp, wechat_browser.bp, open_qr.bp):
         app.register_blueprint(blueprint)
     rate = app.config["LOGIN_RATE_LIMIT"]
     limiter = Limiter(
@@ -190,9 +209,8 @@ def create_app(
     )
     app.extensions["limiter"] = limiter
     api.limit_qrcode_creation(app, limiter, rate)
-    api.limit_qrcode_creation(
-        app, limiter, rate, "wechat_browser.start", "登录太频繁了，请稍等片刻再试。"
-    )
+    for endpoint in ("wechat_browser.start", "open_qr.start", "open_qr.link"):
+        api.limit_qrcode_creation(app, limiter, rate, endpoint, "登录太频繁了，请稍等片刻再试。")
     errors.init_app(app)
     security.init_app(app)
     cli.init_app(app)

@@ -13,7 +13,7 @@ from typing import Any
 from config import SettingsError, Unreadable
 
 from .emulator import EMULATOR_TOKEN
-from .login.methods import MESSAGE, parse_methods
+from .login.methods import MESSAGE, OPEN_QR, parse_methods
 from .login.service import ConfirmPolicy
 
 #: Where an account's AppID, AppSecret, Token and EncodingAESKey are, for fixes.
@@ -82,10 +82,11 @@ def validate(config: Mapping[str, Any]) -> None:
     except ValueError as exc:
         raise SettingsError(
             "LOGIN_METHODS",
-            f"must be auto, or some of scan, message, wechat_browser (comma-separated, each "
-            f"once), not {config['LOGIN_METHODS']!r} ({exc})",
+            f"must be auto, or some of scan, message, wechat_browser, open_qr (comma-separated, "
+            f"each once), not {config['LOGIN_METHODS']!r} ({exc})",
             "list the methods to offer in order, e.g. scan,message; or unset it (auto)",
         ) from None
+    _validate_open_app(config, methods)
     account_qr = config["WECHAT_ACCOUNT_QR"]
     # Without an AppID the emulator stands in, with an account QR of its own.
     if methods is not None and MESSAGE in methods and not account_qr and config["WECHAT_APP_ID"]:
@@ -145,3 +146,30 @@ def validate(config: Mapping[str, Any]) -> None:
                 "give the upstream handler a Token of its own: with ours, what it receives would "
                 "open our callback",
             )
+
+
+def _validate_open_app(config: Mapping[str, Any], methods: tuple[str, ...] | None) -> None:
+    """The website application's settings: both or neither, not the account's AppID, and set
+    whenever ``open_qr`` is listed (unless the emulator stands in, with its own)."""
+    open_app_id, open_secret = config["WECHAT_OPEN_APP_ID"], config["WECHAT_OPEN_APP_SECRET"]
+    where = "开放平台「管理中心 → 网站应用 → 查看」"
+    if bool(open_app_id) != bool(open_secret):
+        raise SettingsError(
+            "WECHAT_OPEN_APP_ID, WECHAT_OPEN_APP_SECRET",
+            "must be set together",
+            f"copy the website application's AppID and AppSecret from {where}",
+        )
+    if open_app_id and open_app_id == config["WECHAT_APP_ID"]:
+        raise SettingsError(
+            "WECHAT_OPEN_APP_ID",
+            "is the official account's AppID; it must be the website application's",
+            f"copy the website application's AppID from {where}",
+        )
+    emulated = not config["WECHAT_APP_ID"]
+    if methods is not None and OPEN_QR in methods and not open_app_id and not emulated:
+        raise SettingsError(
+            "WECHAT_OPEN_APP_ID",
+            "must be set with LOGIN_METHODS=open_qr",
+            f"create a website application (网站应用) and copy its AppID and AppSecret from "
+            f"{where}, or remove open_qr from LOGIN_METHODS",
+        )

@@ -84,7 +84,22 @@ const els = {
   userFirstLogin: byId('user-first-login'),
   userLastLogin: byId('user-last-login'),
   userLoginCount: byId('user-login-count'),
+  userNickname: byId('user-nickname'),
+  userAvatar: byId('user-avatar'),
+  identities: byId('identities'),
+  identityError: byId('identity-error'),
+  linkOpenQr: byId('link-open-qr'),
   logout: byId('logout'),
+};
+
+// Where "绑定网站应用登录" starts a link (the website application is on), or undefined.
+const OPEN_QR_LINK = document.body.dataset.openQr;
+// How each method reads in the list of identities.
+const METHOD_NAMES = {
+  scan: '公众号扫码',
+  message: '公众号验证码',
+  wechat_browser: '微信内登录',
+  open_qr: '网站应用扫码',
 };
 
 // Which parts of the page each state (body[data-state]) shows.
@@ -361,8 +376,62 @@ function showSignedIn(user, { justSignedIn = false } = {}) {
   showTime(els.userFirstLogin, user.first_login_at);
   showTime(els.userLastLogin, user.last_login_at);
   els.userLoginCount.textContent = String(user.login_count);
+  showProfile(user);
+  showIdentities(user);
   setState('signed-in');
   if (justSignedIn && user.unionid == null) recheckUnionid(user.openid, 0);
+}
+
+function showProfile(user) {
+  els.userNickname.textContent = user.nickname ?? '';
+  els.userAvatar.hidden = !user.headimgurl;
+  if (user.headimgurl) els.userAvatar.href = user.headimgurl;
+}
+
+// The person's identities, each with "解绑" while another remains; "绑定网站应用登录"
+// while they have no website identity.
+function showIdentities(user) {
+  const identities = user.identities ?? [];
+  els.identityError.hidden = true;
+  els.identities.replaceChildren(
+    ...identities.map((identity) => {
+      const item = document.createElement('li');
+      item.className = 'identity';
+      item.dataset.method = identity.method;
+      const label = document.createElement('span');
+      label.textContent = `${METHOD_NAMES[identity.method] ?? identity.method}（${identity.openid}）`;
+      item.append(label);
+      if (identities.length > 1) {
+        const unlink = document.createElement('button');
+        unlink.type = 'button';
+        unlink.className = 'button secondary unlink';
+        unlink.textContent = '解绑';
+        unlink.addEventListener('click', () => unlinkIdentity(identity.openid));
+        item.append(' ', unlink);
+      }
+      return item;
+    }),
+  );
+  els.linkOpenQr.hidden = !OPEN_QR_LINK || identities.some((i) => i.method === 'open_qr');
+}
+
+async function unlinkIdentity(openid) {
+  try {
+    showSignedIn(await api('POST', '/api/me/identities/unlink', { openid }));
+  } catch (error) {
+    els.identityError.textContent = error.message;
+    els.identityError.hidden = false;
+  }
+}
+
+async function linkOpenQr() {
+  try {
+    const answer = await api('POST', OPEN_QR_LINK);
+    window.location.assign(answer.redirect);
+  } catch (error) {
+    els.identityError.textContent = error.message;
+    els.identityError.hidden = false;
+  }
 }
 
 function showUnionid(unionid, pending) {
@@ -377,6 +446,9 @@ function recheckUnionid(openid, round) {
     if (document.body.dataset.state !== 'signed-in' || user?.openid !== openid) return;
     const more = user.unionid == null && round + 1 < UNIONID_RECHECKS_MS.length;
     showUnionid(user.unionid, more);
+    // A unionid that arrived may have joined this person to their other identities.
+    showProfile(user);
+    showIdentities(user);
     if (more) recheckUnionid(openid, round + 1);
   }, UNIONID_RECHECKS_MS[round]);
 }
@@ -413,6 +485,7 @@ async function start() {
   els.retry.addEventListener('click', () => retryAction());
   els.qrRefresh.addEventListener('click', () => newAttempt());
   els.logout.addEventListener('click', logout);
+  els.linkOpenQr.addEventListener('click', linkOpenQr);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && qrDueWhenVisible) newAttempt();
   });

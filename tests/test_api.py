@@ -196,6 +196,9 @@ def test_full_login_signs_the_browser_in(client, code):
         "first_login_at",
         "last_login_at",
         "login_count",
+        "nickname",
+        "headimgurl",
+        "identities",
     }
     assert user["openid"] == SCANNER
     assert user["login_count"] == 1

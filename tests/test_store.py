@@ -223,6 +223,9 @@ def test_user_to_json(users, clock):
         "first_login_at": "2024-04-25T09:15:04+00:00",
         "last_login_at": "2024-04-25T10:15:04+00:00",
         "login_count": 2,
+        "nickname": None,
+        "headimgurl": None,
+        "identities": [{"method": "scan", "appid": "", "openid": "oScanner"}],
     }
 
 

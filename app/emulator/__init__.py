@@ -5,7 +5,8 @@ It answers the API calls we make (``cgi-bin/token``, ``cgi-bin/stable_token``,
 JSON and errcodes, and plays the user's phone: its page lists the live QR codes and, when a
 person "scans" one, posts the real-format event XML, signed with our Token, to our callback
 over HTTP, as WeChat would. It also serves WeChat's web authorization
-(``connect/oauth2/authorize``), under ``EMULATOR_OPEN_BASE``, for the browser to be sent to.
+(``connect/oauth2/authorize``) and the website application's QR page (``connect/qrconnect``,
+with ``sns/userinfo``), under ``EMULATOR_OPEN_BASE``, for the browser to be sent to.
 """
 
 from pathlib import Path
@@ -28,6 +29,9 @@ EMULATOR_SETTINGS = {
     "WECHAT_API_BASE": EMULATOR_API_BASE,
     "WECHAT_OPEN_BASE": EMULATOR_OPEN_BASE,
     "EMULATOR_ACCOUNT_ID": "gh_0000emulator",
+    # The emulated Open Platform's website application (method open_qr).
+    "WECHAT_OPEN_APP_ID": "wx0000000website",
+    "WECHAT_OPEN_APP_SECRET": "emulator-website-secret-not-a-secret",
 }
 #: The Token used unless WECHAT_TOKEN is set.
 EMULATOR_TOKEN = "emulatortoken"

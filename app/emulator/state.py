@@ -98,26 +98,27 @@ class EmulatorState:
         """A follower's record, or None for someone who does not follow."""
         return self._redis.hgetall(f"emulator:follower:{openid}") or None
 
-    def issue_oauth_code(self, openid: str, snapshot: bool = False) -> str:
+    def issue_oauth_code(self, openid: str, snapshot: bool = False, kind: str = "oauth") -> str:
         """Issue a web-authorization code for ``openid``, good for one exchange; ``snapshot``:
-        the page was opened as a Moments snapshot page (``is_snapshotuser``)."""
+        the page was opened as a Moments snapshot page (``is_snapshotuser``); ``kind``:
+        ``oauth`` (the official account's) or ``website`` (the website application's)."""
         code = secrets.token_hex(16)  # WeChat's codes are 32 characters
-        key = f"emulator:oauth_code:{code}"
+        key = f"emulator:{kind}_code:{code}"
         with self._redis.pipeline() as pipe:
             pipe.hset(key, mapping={"openid": openid, "snapshot": int(snapshot)})
             pipe.expire(key, OAUTH_CODE_SECONDS)
             pipe.execute()
         return code
 
-    def spend_oauth_code(self, code: str) -> tuple[dict[str, str] | None, int]:
-        """Exchange a web-authorization code.
+    def spend_oauth_code(self, code: str, kind: str = "oauth") -> tuple[dict[str, str] | None, int]:
+        """Exchange a web-authorization code (of ``kind``, see ``issue_oauth_code``).
 
         Returns:
             ``(record, exchanges)``: the code's ``{"openid", "snapshot": "0"|"1"}`` (None for
             a code never issued, or expired) and how many exchanges it has seen, this one
             included: above 1, it was used already.
         """
-        key = f"emulator:oauth_code:{code}"
+        key = f"emulator:{kind}_code:{code}"
         # One transaction: of two exchanges at once, exactly one counts first.
         with self._redis.pipeline() as pipe:
             pipe.hgetall(key)
@@ -127,6 +128,16 @@ class EmulatorState:
             self._redis.delete(key)  # HINCRBY made a stray hash without a TTL
             return None, 0
         return record, exchanges
+
+    def issue_sns_token(self, openid: str) -> str:
+        """Issue a user access_token (``sns/userinfo``'s) for the website ``openid``."""
+        token = secrets.token_urlsafe(64)
+        self._redis.set(f"emulator:sns_token:{token}", openid, ex=TOKEN_SECONDS)
+        return token
+
+    def sns_token_openid(self, token: str) -> str | None:
+        """The website openid a user access_token was issued for, or None."""
+        return self._redis.get(f"emulator:sns_token:{token}") if token else None
 
     def inject_fault(self, api: str, errcode: int, count: int = 1) -> None:
         """Make the next ``count`` calls of ``api`` (``qrcode/create``...) fail with ``errcode``."""

@@ -326,6 +326,9 @@ class LoginService:
         method: str,
         logged: str = "",
         same_device: bool = False,
+        appid: str | None = None,
+        unionid: str | None = None,
+        profile: dict[str, str] | None = None,
     ) -> str:
         """A proof from a login method arrived: ``openid`` completes ``scene``'s attempt, as
         every method does (the confirm policy, the push, the reply).
@@ -335,9 +338,13 @@ class LoginService:
             openid: who proved themselves.
             method: the login method (``scan``, ``message``, ``wechat_browser``).
             logged: how the log names it (default ``proof by <method>``).
-            same_device: the proof came from the very browser being signed in (web
-                authorization inside WeChat): nobody can be lured into confirming someone
+            same_device: the proof came back to the very browser being signed in (web
+                authorization inside WeChat; the website application, whose QR page WeChat
+                confirms on the phone itself): nobody can be lured into confirming someone
                 else's login with it, so the confirm policy does not ask.
+            appid: the AppID ``openid`` is under; None: the Official Account's.
+            unionid, profile: what WeChat gave with the proof (``nickname``, ``headimgurl``),
+                kept on the person.
 
         Returns:
             The text to reply to ``openid`` in WeChat: signed in (naming the site, browser, IP
@@ -352,7 +359,9 @@ class LoginService:
             outcome, attempt = self.store.confirm(scene, openid, method)
         log.info("%s scene=%s outcome=%s", logged or f"proof by {method}", scene, outcome.value)
         if outcome is ConfirmOutcome.CONFIRMED:
-            self._signed_in(openid, scene)
+            self._signed_in(
+                openid, scene, method=method, appid=appid, unionid=unionid, profile=profile
+            )
         elif outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
             self.hub.publish(scene)
         return self._reply(outcome, attempt)
@@ -365,7 +374,7 @@ class LoginService:
             outcome, attempt = self.store.confirm(scene, openid)
             log.info("confirmation answered scene=%s outcome=%s", scene, outcome.value)
             if outcome is ConfirmOutcome.CONFIRMED:
-                self._signed_in(openid, scene)
+                self._signed_in(openid, scene, method=self.store.signin_method(scene))
             return self._reply(outcome, attempt)
         if scene is not None:
             outcome, attempt = self.store.cancel(scene, openid)
@@ -393,13 +402,61 @@ class LoginService:
         attempt = self.store.get_attempt(scene)
         return attempt is not None and not self.users.knows_device(openid, attempt.browser_hash)
 
-    def _signed_in(self, openid: str, scene: str) -> None:
+    def _signed_in(
+        self,
+        openid: str,
+        scene: str,
+        *,
+        method: str = SCAN,
+        appid: str | None = None,
+        unionid: str | None = None,
+        profile: dict[str, str] | None = None,
+    ) -> None:
         LOGINS.inc()
-        user = self.users.record_login(openid)
+        user = self.users.record_login(
+            openid, method=method, appid=appid, unionid=unionid, profile=profile
+        )
         # State first, then the push: a waiter that misses it still reads the truth.
         self.hub.publish(scene)
-        if user.unionid is None:
+        # Only the Official Account's openids can be looked up with user/info.
+        if user.unionid is None and appid in (None, self.users.appid):
             self._executor.submit(self._fetch_unionid, openid)
+
+    def link_identity(
+        self,
+        user_id: str,
+        openid: str,
+        *,
+        method: str,
+        appid: str,
+        unionid: str | None = None,
+        profile: dict[str, str] | None = None,
+    ) -> User:
+        """Attach a freshly proven identity to the signed-in person ``user_id`` (a link).
+
+        Raises:
+            IdentityError: it is another person's, or conflicts (``reason`` says why).
+            LookupError: no person ``user_id``.
+        """
+        user = self.users.link(
+            user_id, openid, method=method, appid=appid, unionid=unionid, profile=profile
+        )
+        LOGINS.inc()
+        log.info("identity linked method=%s", method)
+        return user
+
+    def unlink_identity(self, user_id: str, openid: str) -> User:
+        """Detach one identity from the person ``user_id`` (see ``UserStore.unlink``).
+
+        Raises:
+            IdentityError: the last one, or one sharing their unionid.
+            LookupError: no such person, or not their identity.
+        """
+        return self.users.unlink(user_id, openid)
+
+    def user_by_id(self, user_id: str) -> User | None:
+        """The person with id ``user_id`` (a joined person's old id finds them), or None."""
+        return self.users.by_id(user_id)
 
     def _reply(self, outcome: ConfirmOutcome, attempt: Attempt | None) -> str:
         if attempt is None or outcome in (ConfirmOutcome.UNKNOWN, ConfirmOutcome.TAKEN):
@@ -421,6 +478,11 @@ class LoginService:
             log.warning("user/info look-up failed, unionid unknown for now: %s", exc)
 
     def redeem(self, code: str, browser_hash: str, session_id: str) -> tuple[User, str]:
+        """``redeem_login`` without the proof's openid (see there)."""
+        user, scene, _ = self.redeem_login(code, browser_hash, session_id)
+        return user, scene
+
+    def redeem_login(self, code: str, browser_hash: str, session_id: str) -> tuple[User, str, str]:
         """Turn a one-time code into a signed-in session, and remember this browser for them.
 
         Args:
@@ -429,7 +491,8 @@ class LoginService:
             session_id: the fresh id the new session will be stored under.
 
         Returns:
-            ``(user, scene)``: who signed in, and the attempt it came from.
+            ``(user, scene, openid)``: who signed in, the attempt it came from, and the openid
+            that proved it (under whichever AppID the method uses).
 
         Raises:
             RedeemError: unknown, expired, used, revoked or void, another browser's code, or a
@@ -445,10 +508,10 @@ class LoginService:
             log.info("login code redeemed after its scanner ended it scene=%s", scene)
             raise RedeemError("login ended by its scanner")
         user = self.users.get(openid)
-        if user is None:  # the scan's record_login failed after its confirm; count it now
-            user = self.users.record_login(openid)
+        if user is None:  # the proof's record_login failed after its confirm; count it now
+            user = self.users.record_login(openid, method=self.store.signin_method(scene))
         log.info("login code redeemed scene=%s", scene)
-        return user, scene
+        return user, scene, openid
 
     def sign_out(self, openid: str, scene: str | None, session_id: str) -> None:
         """End a session for good, and forget the login it came from.

@@ -27,9 +27,10 @@ from authlib.oauth2.rfc6749 import ClientMixin
 
 log = logging.getLogger(__name__)
 
-#: The scopes any client may be granted: ``openid`` (the ID token, ``sub``), and ``wechat``
-#: (the ``wechat_openid`` and ``wechat_unionid`` claims).
-SCOPES = frozenset({"openid", "wechat"})
+#: The scopes any client may be granted: ``openid`` (the ID token, ``sub``), ``wechat``
+#: (the ``wechat_openid`` and ``wechat_unionid`` claims), and ``profile`` (``name`` and
+#: ``picture``, when the website login gave a nickname and avatar).
+SCOPES = frozenset({"openid", "wechat", "profile"})
 #: The scope that asks for refresh tokens, granted only to clients allowed it.
 OFFLINE_ACCESS = "offline_access"
 #: The endpoints at which a client authenticates (Authlib's ``ENDPOINT_NAME``s).

@@ -41,21 +41,30 @@ from .tokens import AuthorizationCode, Token, TokenStore
 SCOPES = {
     "openid": "识别你的身份（一个只属于本站的用户编号）",
     "wechat": "你在本公众号下的 openid，以及 unionid（如已绑定开放平台）",
+    "profile": "你的微信昵称和头像（如果你用网站应用扫码登录过）",
     "offline_access": "在你离开后继续访问（刷新令牌）",
 }
 #: The claims we ever give out.
 CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid", "at_hash"]
 WECHAT_CLAIMS = ["wechat_openid", "wechat_unionid"]
+PROFILE_CLAIMS = ["name", "picture"]
 
 
 def user_claims(user: User, scope: str) -> UserInfo:
     """The claims about ``user`` that ``scope`` allows: ``sub`` always, the WeChat ids with
-    ``wechat``. No nickname or avatar: WeChat does not give them to this flow."""
+    ``wechat``, and with ``profile`` the nickname (``name``) and avatar URL (``picture``) when
+    the website login gave them (the Official Account's flows give neither)."""
     claims = UserInfo(sub=user.id)
-    if "wechat" in scope.split():
+    scopes = scope.split()
+    if "wechat" in scopes:
         claims["wechat_openid"] = user.openid
         if user.unionid:
             claims["wechat_unionid"] = user.unionid
+    if "profile" in scopes:
+        if user.nickname:
+            claims["name"] = user.nickname
+        if user.headimgurl:
+            claims["picture"] = user.headimgurl
     return claims
 
 

@@ -29,7 +29,7 @@ from ..login.users import User
 from ..metrics import OIDC_AUTHORIZATIONS
 from ..views.security import require_same_origin
 from .provider import Provider
-from .server import CLAIMS, SCOPES, WECHAT_CLAIMS
+from .server import CLAIMS, PROFILE_CLAIMS, SCOPES, WECHAT_CLAIMS
 
 bp = Blueprint("oidc", __name__)
 
@@ -83,7 +83,7 @@ def discovery() -> Response:
             "none",
         ],
         scopes_supported=list(SCOPES),
-        claims_supported=CLAIMS + WECHAT_CLAIMS,
+        claims_supported=CLAIMS + WECHAT_CLAIMS + PROFILE_CLAIMS,
         prompt_values_supported=["none", "login", "consent"],
         backchannel_logout_supported=True,
         backchannel_logout_session_supported=True,

@@ -9,7 +9,7 @@ from ..extensions import client_ip, client_network, login_service
 from ..login.qrimage import qr_data_uri
 from ..login.store import AttemptContext, RedeemError
 from ..login.useragent import describe_browser
-from ..login.users import User
+from ..login.users import IdentityError, User
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
 from .pages import account_qr_url
@@ -141,13 +141,14 @@ def sign_in(code: str) -> User:
     sessions = current_app.session_interface
     session_id = sessions.new_session_id()
     # A browser without a valid binding value is counted as foreign to the code.
-    user, scene = login_service().redeem(code, browser_hash() or "", session_id)
+    user, scene, openid = login_service().redeem_login(code, browser_hash() or "", session_id)
     sessions.start(
         session,
         session_id,
         # auth_time: when this person proved themselves, for OpenID Connect (max_age, prompt).
+        # openid: the identity that proved it (its sign-in record, "0" in WeChat, sign-out).
         {
-            "openid": user.openid,
+            "openid": openid,
             "scene": scene,
             "user_id": user.id,
             "auth_time": time.time(),
@@ -159,11 +160,48 @@ def sign_in(code: str) -> User:
 
 @bp.get("/me")
 def me() -> Response:
-    """The signed-in user: 200 ``User.to_json()``, or 401."""
-    openid = session.get("openid")
-    user = login_service().user(openid) if openid else None
+    """The signed-in person: 200 ``User.to_json()`` (their identities, nickname and avatar URL
+    included), or 401."""
+    return jsonify(_signed_in_user().to_json())
+
+
+def _signed_in_user() -> User:
+    """The session's person, by id (a session from before ids: by its openid).
+
+    Raises:
+        APIError: 401, nobody signed in.
+    """
+    user_id, openid = session.get("user_id"), session.get("openid")
+    if user_id:
+        user = login_service().user_by_id(user_id)
+    else:
+        user = login_service().user(openid) if openid else None
     if user is None:
         raise APIError(401, "not_signed_in", "尚未登录。")
+    return user
+
+
+@bp.post("/me/identities/unlink")
+def unlink_identity() -> Response:
+    """Detach one of the signed-in person's identities while another remains.
+
+    Body: ``{"openid": str}``.
+
+    Returns:
+        200 with the person's JSON; 400 ``cannot_unlink`` for their last identity or one that
+        shares their unionid, 404 for an identity not theirs, 401 when nobody is signed in.
+    """
+    user = _signed_in_user()
+    body = request.get_json(silent=True)
+    openid = body.get("openid") if isinstance(body, dict) else None
+    if not isinstance(openid, str) or not openid or user.id is None:
+        raise APIError(400, "bad_request", "请求缺少要解绑的身份。")
+    try:
+        user = login_service().unlink_identity(user.id, openid)
+    except IdentityError as exc:
+        raise APIError(400, "cannot_unlink", exc.reason) from None
+    except LookupError:
+        raise APIError(404, "not_found", "当前账号没有这个身份。") from None
     return jsonify(user.to_json())
 
 

@@ -16,7 +16,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from ..extensions import login_service
-from ..login.methods import WECHAT_BROWSER
+from ..login.methods import OPEN_QR, WECHAT_BROWSER
 from ..login.useragent import in_wechat, on_mobile
 
 bp = Blueprint("pages", __name__)
@@ -43,11 +43,14 @@ def index() -> str | Response:
         emulator="emulator" in current_app.blueprints,
         # On a phone the QR code is shown to be saved or long-pressed, not scanned.
         on_phone=on_mobile(user_agent) or in_wechat(user_agent),
+        open_qr=OPEN_QR in login_service().offered(),
     )
 
 
 def _signed_in() -> bool:
-    openid = session.get("openid")
+    user_id, openid = session.get("user_id"), session.get("openid")
+    if user_id:
+        return login_service().user_by_id(user_id) is not None
     return bool(openid) and login_service().user(openid) is not None
 
 

@@ -27,6 +27,9 @@ REFUSAL_MESSAGES = {
         "朋友圈里打开的是页面快照，无法登录。请点击页面底部的「使用完整服务」后重新登录。"
     ),
     Refusal.ATTEMPT_GONE: "这次登录已过期。请重新登录。",
+    Refusal.BAD_SECRET: (
+        "网站的微信登录配置有误（errcode 40125），暂时无法登录。请改用其他方式登录。"
+    ),
 }
 
 
@@ -93,5 +96,10 @@ def callback() -> Response | tuple[str, int]:
 
 
 def _refused(reason: Refusal) -> tuple[str, int]:
-    page = render_template("wechat_browser_error.html", message=REFUSAL_MESSAGES[reason])
-    return page, 400
+    return refusal_page(REFUSAL_MESSAGES[reason])
+
+
+def refusal_page(message: str) -> tuple[str, int]:
+    """The page a browser back from WeChat lands on when nobody was signed in: ``message``, and
+    the ways back (400); every method that goes through WeChat's pages ends here."""
+    return render_template("wechat_browser_error.html", message=message), 400

@@ -1,6 +1,7 @@
 """The login methods a site offers (``LOGIN_METHODS``), in order: ``scan`` (a parametric QR
 code), ``message`` (a code sent to the account as a text message), ``wechat_browser`` (web
-authorization inside WeChat's browser).
+authorization inside WeChat's browser), ``open_qr`` (the Open Platform website application's
+QR code: no follow needed; only when listed, with ``WECHAT_OPEN_APP_ID`` set).
 
 ``auto`` (the default) asks WeChat whether the account may create parametric QR codes: once at
 first use, then every ``PROBE_EVERY_SECONDS``, with the answer shared by every worker through
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 SCAN = "scan"
 MESSAGE = "message"
 WECHAT_BROWSER = "wechat_browser"
+OPEN_QR = "open_qr"
 #: Every method, in the order a page offers them.
-NAMES = (SCAN, MESSAGE, WECHAT_BROWSER)
+NAMES = (SCAN, MESSAGE, WECHAT_BROWSER, OPEN_QR)
 AUTO = "auto"
 
 #: What ``auto`` offers when the account may create parametric QR codes, and when it may not.

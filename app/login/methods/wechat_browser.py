@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 import redis
@@ -79,8 +80,9 @@ class AuthorizationStates:
     """The ``state`` of each web authorization under way: random, bound to the browser that
     started it, single-use and short-lived, in Redis.
 
-    Key (after ``REDIS_KEY_PREFIX``): ``login:oauth_state:<state>``, hash ``{browser_hash,
-    scene, expires_at}``, TTL ``ttl``.
+    Shared by every method that sends the browser to WeChat and back (``wechat_browser``,
+    ``open_qr``). Key (after ``REDIS_KEY_PREFIX``): ``login:oauth_state:<state>``, hash
+    ``{browser_hash, scene, link_user, expires_at}``, TTL ``ttl``.
 
     Args:
         redis_client: a client with ``decode_responses=True``.
@@ -105,8 +107,13 @@ class AuthorizationStates:
     def _key(self, state: str) -> str:
         return f"{self._prefix}login:oauth_state:{state}"
 
-    def issue(self, browser_hash: str, scene: str) -> str:
+    def issue(self, browser_hash: str, scene: str, link_user: str = "") -> str:
         """Make a state for ``scene``'s attempt, good for the browser of ``browser_hash`` only.
+
+        Args:
+            browser_hash: ``hash_secret()`` of the browser's binding secret.
+            scene: the attempt the proof completes ("" when it completes none: a link).
+            link_user: the signed-in person the identity is to be linked to; "" to sign in.
 
         Raises:
             redis.RedisError: it could not be stored.
@@ -119,6 +126,7 @@ class AuthorizationStates:
                 mapping={
                     "browser_hash": browser_hash,
                     "scene": scene,
+                    "link_user": link_user,
                     "expires_at": repr(self._clock() + self._ttl),
                 },
             )
@@ -136,6 +144,18 @@ class AuthorizationStates:
         Raises:
             redis.RedisError: Redis could not be read.
         """
+        grant = self.take_grant(state, browser_hash)
+        return grant.scene if grant is not None else None
+
+    def take_grant(self, state: str, browser_hash: str) -> "StateGrant | None":
+        """Spend ``state`` as ``take`` does, and say what it was issued for.
+
+        Returns:
+            Its scene and link intent; None as ``take``.
+
+        Raises:
+            redis.RedisError: Redis could not be read.
+        """
         if not STATE_PATTERN.fullmatch(state):
             return None
         key = self._key(state)
@@ -148,7 +168,16 @@ class AuthorizationStates:
             return None
         if not hmac.compare_digest(record["browser_hash"], browser_hash):
             return None
-        return record["scene"]
+        return StateGrant(record["scene"], record.get("link_user", ""))
+
+
+@dataclass(frozen=True)
+class StateGrant:
+    """What a spent ``state`` was issued for: the attempt's ``scene`` ("" for a link), and the
+    person to link the identity to (``link_user``, "" for a sign-in)."""
+
+    scene: str
+    link_user: str
 
 
 class Refusal(enum.StrEnum):
@@ -166,6 +195,8 @@ class Refusal(enum.StrEnum):
     SNAPSHOT = "snapshot"
     #: The attempt ended meanwhile (expired, or taken).
     ATTEMPT_GONE = "attempt_gone"
+    #: 40125: WeChat refused our AppSecret (the site's fault; logged).
+    BAD_SECRET = "bad_secret"
 
 
 #: The errcodes of ``sns/oauth2/access_token`` that are the visitor's to retry, not ours.

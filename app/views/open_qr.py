@@ -1,0 +1,124 @@
+"""Website application login in the browser: off to WeChat's QR page, and back signed in (or
+with a second identity linked to the signed-in person).
+
+``GET /login/open`` starts a sign-in; ``POST /login/open/link`` (from the signed-in view, same
+origin) starts a link; WeChat sends the browser back to ``callback``.
+"""
+
+from flask import Blueprint, current_app, jsonify, redirect, request, session, url_for
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Response
+
+from ..extensions import client_ip, login_service
+from ..login.methods import OPEN_QR
+from ..login.methods.open_qr import LinkRefused, OpenQRLogin
+from ..login.methods.wechat_browser import Refusal, WebAuthorizationRefused
+from ..login.store import AttemptContext, RedeemError
+from ..login.useragent import describe_browser
+from .api import sign_in
+from .cookies import browser_binding, browser_hash, set_browser_cookie
+from .errors import APIError
+from .security import require_same_origin
+from .wechat_browser import REFUSAL_MESSAGES, refusal_page
+
+bp = Blueprint("open_qr", __name__, url_prefix="/login/open")
+
+#: Told when a website login comes back with no code: on WeChat's page the visitor cancelled.
+CANCELLED = "你在微信里取消了登录，所以没有登录。"
+
+
+def open_qr_on() -> bool:
+    """Tell whether this site offers website-application login (``LOGIN_METHODS``)."""
+    return OPEN_QR in login_service().offered()
+
+
+def _flow() -> OpenQRLogin:
+    return current_app.extensions["open_qr"]
+
+
+@bp.before_request
+def only_when_on() -> None:
+    """Every route is 404 on a site that does not offer the method."""
+    if not open_qr_on():
+        raise NotFound()
+
+
+@bp.get("")
+def start() -> Response:
+    """Open an attempt for this browser and send it to WeChat's QR page (302).
+
+    Limited like QR creation (``LOGIN_RATE_LIMIT``); the binding cookie is set if the browser
+    had none.
+    """
+    return _send_to_wechat(link_user="")
+
+
+@bp.post("/link")
+def link() -> Response:
+    """From the signed-in view ("绑定网站应用登录"): where to send this browser to prove a
+    website identity that is then attached to the signed-in person.
+
+    Same-origin only, as every POST of ``/api``; answered in JSON for the page's script, which
+    goes there itself (a form's redirect to WeChat would need ``form-action`` opened to it).
+
+    Returns:
+        200 ``{"redirect": str}``; 401 when nobody is signed in.
+    """
+    require_same_origin()
+    user_id = session.get("user_id")
+    if not user_id or login_service().user_by_id(user_id) is None:
+        raise APIError(401, "not_signed_in", "请先登录，再绑定其他登录方式。")
+    owner, new_secret = browser_binding()
+    response = jsonify(redirect=_flow().start(owner, _context(), _redirect_uri(), user_id))
+    if new_secret is not None:
+        set_browser_cookie(response, new_secret)
+    return response
+
+
+def _send_to_wechat(link_user: str) -> Response:
+    owner, new_secret = browser_binding()
+    response = redirect(_flow().start(owner, _context(), _redirect_uri(), link_user))
+    if new_secret is not None:
+        set_browser_cookie(response, new_secret)
+    return response
+
+
+def _context() -> AttemptContext:
+    return AttemptContext(
+        site=current_app.config["SITE_NAME"],
+        browser=describe_browser(request.headers.get("User-Agent", "")),
+        ip=client_ip(),
+    )
+
+
+def _redirect_uri() -> str:
+    """Our callback as WeChat must see it: under ``PUBLIC_BASE_URL`` (whose host is the
+    website application's 授权回调域) when set, else at the address this request came in on."""
+    path = url_for(".callback")
+    base = current_app.config["PUBLIC_BASE_URL"]
+    return base + path if base else url_for(".callback", _external=True)
+
+
+@bp.get("/callback")
+def callback() -> Response | tuple[str, int]:
+    """WeChat's way back, ``?code=CODE&state=STATE`` (no ``code`` when the visitor cancelled).
+
+    Returns:
+        302 to ``/``, signed in (or linked); or 400 with a page saying why not, and the ways
+        back.
+    """
+    try:
+        finished = _flow().finish(
+            request.args.get("code", ""), request.args.get("state", ""), browser_hash() or ""
+        )
+        if finished.code:
+            sign_in(finished.code)
+    except WebAuthorizationRefused as refused:
+        if refused.reason is Refusal.DENIED:
+            return refusal_page(CANCELLED)
+        return refusal_page(REFUSAL_MESSAGES[refused.reason])
+    except LinkRefused as refused:
+        return refusal_page(refused.reason)
+    except RedeemError:
+        return refusal_page(REFUSAL_MESSAGES[Refusal.ATTEMPT_GONE])
+    return redirect(url_for("pages.index"))

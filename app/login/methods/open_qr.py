@@ -38,9 +38,15 @@ from authlib.integrations.requests_client import OAuth2Session
 
 from ...wechat.errors import WeChatAPIError, WeChatTransportError, api_error
 from ..service import LoginService
-from ..store import AttemptContext, Status
+from ..store import AttemptContext
 from ..users import IdentityError, User
-from .wechat_browser import STATE_SECONDS, AuthorizationStates, Refusal, WebAuthorizationRefused
+from .wechat_browser import (
+    STATE_SECONDS,
+    AuthorizationStates,
+    Refusal,
+    WebAuthorizationRefused,
+    code_of_completed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,12 +342,4 @@ class OpenQRLogin:
             unionid=visitor.unionid,
             profile=visitor.profile,
         )
-        attempt = self._service.attempt(grant.scene)
-        if (
-            attempt is None
-            or attempt.status is not Status.CONFIRMED
-            or attempt.openid != visitor.openid
-            or not attempt.code
-        ):
-            raise WebAuthorizationRefused(Refusal.ATTEMPT_GONE)
-        return Finished(code=attempt.code)
+        return Finished(code=code_of_completed(self._service, grant.scene, visitor.openid))

@@ -293,12 +293,23 @@ class WeChatBrowserLogin:
             logged="web authorization inside WeChat",
             same_device=True,
         )
-        attempt = self._service.attempt(scene)
-        if (
-            attempt is None
-            or attempt.status is not Status.CONFIRMED
-            or attempt.openid != visitor.openid
-            or not attempt.code
-        ):
-            raise WebAuthorizationRefused(Refusal.ATTEMPT_GONE)
-        return attempt.code
+        return code_of_completed(self._service, scene, visitor.openid)
+
+
+def code_of_completed(service: LoginService, scene: str, openid: str) -> str:
+    """The one-time code of an attempt a web authorization just completed, for the browser that
+    came back to redeem (the same one that started it: its state said so).
+
+    Raises:
+        WebAuthorizationRefused: ``ATTEMPT_GONE``: the attempt expired meanwhile, or another
+            openid completed it first.
+    """
+    attempt = service.attempt(scene)
+    if (
+        attempt is None
+        or attempt.status is not Status.CONFIRMED
+        or attempt.openid != openid
+        or not attempt.code
+    ):
+        raise WebAuthorizationRefused(Refusal.ATTEMPT_GONE)
+    return attempt.code

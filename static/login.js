@@ -53,6 +53,8 @@ const TEXT = {
   reconnecting: '连接中断，正在重新连接…',
   expired: '二维码已失效',
   cancelled: '已取消登录',
+  linking: '请用要绑定的微信扫码，并在微信中回复 1 确认绑定',
+  notLinked: '没有绑定：扫码的微信取消了，或它已属于另一个账号。',
   continuing: '登录成功，正在返回应用…',
   unionidPending: '查询中…',
   replaced: '已在其他标签页打开',
@@ -89,6 +91,7 @@ const els = {
   identities: byId('identities'),
   identityError: byId('identity-error'),
   linkOpenQr: byId('link-open-qr'),
+  linkScan: byId('link-scan'),
   logout: byId('logout'),
 };
 
@@ -125,6 +128,8 @@ let retryAction = null;
 let qrDueWhenVisible = false;
 // The next re-read of /api/me for a unionid still being looked up, or null.
 let unionidTimer = null;
+// True while the page shows a QR code to link a WeChat to the person signed in.
+let linking = false;
 
 // The code is read off the page while the attempt waits for it (or for the "1").
 const MESSAGE_CODE_IN = ['waiting', 'scanned'];
@@ -158,7 +163,15 @@ function showMessageCode(a, qr) {
 }
 
 function waitingText(a) {
+  if (linking) return TEXT.linking;
   return a.scanOff && a.messageCode ? TEXT.waitingForMessage : TEXT.waiting;
+}
+
+// What the page asks of POST /api/login/qrcode: a sign-in for an app, a link,
+// or a plain sign-in.
+function attemptBody() {
+  if (FOR_APP.request) return { oidc_request: FOR_APP.request };
+  return linking ? { link: true } : undefined;
 }
 
 function setStatus(text) {
@@ -193,7 +206,7 @@ async function newAttempt() {
 
   let qr;
   try {
-    qr = await api('POST', '/api/login/qrcode', FOR_APP.request ? { oidc_request: FOR_APP.request } : undefined);
+    qr = await api('POST', '/api/login/qrcode', attemptBody());
   } catch (error) {
     if (current === attempt) showError(error.message, '重试', newAttempt);
     return;
@@ -290,6 +303,10 @@ function handleFrame(a, frame) {
       break;
     case 'cancelled':
       stopListening(a);
+      if (linking) {
+        backFromLinking(TEXT.notLinked);
+        break;
+      }
       showOverlay('cancelled', TEXT.cancelled);
       break;
     default:
@@ -346,6 +363,7 @@ async function redeem(a, code) {
     if (a === attempt && user === null) showError(error.message, '获取新二维码', newAttempt);
   }
   if (a !== attempt || user === null) return;
+  linking = false;
   if (FOR_APP.continueTo) {
     endAttempt();
     setStatus(TEXT.continuing);
@@ -413,6 +431,8 @@ function showIdentities(user) {
     }),
   );
   els.linkOpenQr.hidden = !OPEN_QR_LINK || identities.some((i) => i.method === 'open_qr');
+  // A person holds one Official Account identity: offered to one who has none.
+  els.linkScan.hidden = user.openid != null;
 }
 
 async function unlinkIdentity(openid) {
@@ -422,6 +442,27 @@ async function unlinkIdentity(openid) {
     els.identityError.textContent = error.message;
     els.identityError.hidden = false;
   }
+}
+
+// "绑定公众号登录": a QR code whose scanner, once they confirm in WeChat, is
+// linked to the person signed in here (the answer then signs this page in as
+// the same person again).
+function linkByScan() {
+  linking = true;
+  newAttempt();
+}
+
+async function backFromLinking(message) {
+  linking = false;
+  endAttempt();
+  const user = await api('GET', '/api/me').catch(() => null);
+  if (user === null) {
+    requestQr();
+    return;
+  }
+  showSignedIn(user);
+  els.identityError.textContent = message;
+  els.identityError.hidden = false;
 }
 
 async function linkOpenQr() {
@@ -486,6 +527,7 @@ async function start() {
   els.qrRefresh.addEventListener('click', () => newAttempt());
   els.logout.addEventListener('click', logout);
   els.linkOpenQr.addEventListener('click', linkOpenQr);
+  els.linkScan.addEventListener('click', linkByScan);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && qrDueWhenVisible) newAttempt();
   });

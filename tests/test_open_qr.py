@@ -17,7 +17,7 @@ from app.emulator.state import EmulatorState
 from app.login.methods.open_qr import WebsiteOAuth, qrconnect_url
 from app.wechat.errors import WeChatAPIError
 from config import SettingsError, TestingConfig
-from tests.conftest import page_client, scan
+from tests.conftest import page_client, say, scan, sign_in
 
 ON = {"LOGIN_METHODS": "scan,wechat_browser,open_qr"}
 
@@ -348,3 +348,93 @@ def test_in_chromium_website_login_and_oa_scan_are_one_person(live_server, new_p
     expect(page.locator("#identities li")).to_have_count(2, timeout=10000)
     oa_id = page.evaluate("fetch('/api/me').then(r => r.json()).then(u => u.id)")
     assert oa_id == web_id
+
+
+# "绑定公众号登录": a person who came by the website links the Official Account by a scan,
+# which the scanner confirms in WeChat as a link.
+
+BOB = "oLinkBob0000000000000000001"
+
+
+def link_scan(browser, openid: str) -> tuple[str, str]:
+    """A signed-in page asks for a link QR code and ``openid`` scans it: ``(scene, reply)``."""
+    answer = browser.post("/api/login/qrcode", json={"link": True})
+    assert answer.status_code == 200, answer.get_json()
+    scene = answer.get_json()["scene"]
+    return scene, scan(browser, scene, openid)
+
+
+def website_person(app) -> tuple[object, dict]:
+    browser = page_client(app)
+    browser.get(confirm(browser, to_wechat(browser)))
+    return browser, me(browser)
+
+
+def test_a_scan_links_the_official_account_only_once_the_scanner_confirms(app, redis_client):
+    browser, person = website_person(app)
+
+    scene, reply = link_scan(browser, BOB)
+
+    # Even with LOGIN_CONFIRM off, a link asks, and says it is a link.
+    assert "回复 1 确认绑定" in reply
+    assert redis_client.hget(f"login:attempt:{scene}", "status") == "scanned"
+    assert "绑定成功" in say(browser, "1", BOB)
+    code = redis_client.hget(f"login:attempt:{scene}", "code")
+    assert browser.post("/api/login/redeem", json={"code": code}).status_code == 200
+    linked = me(browser)
+    assert linked["id"] == person["id"]
+    assert linked["openid"] == BOB
+    assert {i["method"] for i in linked["identities"]} == {"open_qr", "scan"}
+
+
+def test_a_link_to_someone_elses_wechat_is_refused_and_signs_nobody_in(app, redis_client):
+    bob_browser = page_client(app)
+    sign_in(bob_browser, redis_client, BOB)
+    bob = me(bob_browser)
+    browser, person = website_person(app)
+
+    scene, _ = link_scan(browser, BOB)
+    reply = say(browser, "1", BOB)
+
+    assert "另一个账号" in reply
+    assert redis_client.hget(f"login:attempt:{scene}", "status") == "cancelled"
+    assert redis_client.hget(f"login:attempt:{scene}", "code") is None
+    assert me(browser)["identities"] == person["identities"]
+    assert me(bob_browser)["id"] == bob["id"]
+
+
+def test_a_link_scan_answered_0_links_nothing(app, redis_client):
+    browser, person = website_person(app)
+    scene, _ = link_scan(browser, BOB)
+
+    say(browser, "0", BOB)
+
+    assert redis_client.hget(f"login:attempt:{scene}", "status") == "cancelled"
+    assert me(browser)["identities"] == person["identities"]
+
+
+def test_a_link_qr_code_needs_a_signed_in_session(app):
+    answer = page_client(app).post("/api/login/qrcode", json={"link": True})
+
+    assert answer.status_code == 401
+
+
+def test_in_chromium_a_website_person_links_the_official_account(live_server, new_page, app):
+    page = new_page()
+    page.goto(live_server + "/")
+    expect(page.locator("#qr-image")).to_be_visible()
+    page.click("#open-qr-login")
+    page.click("#qrconnect-allow")
+    expect(page.locator("#signed-in")).to_be_visible()
+    person = page.evaluate("fetch('/api/me').then(r => r.json()).then(u => u.id)")
+
+    page.click("#link-scan")
+    expect(page.locator("#qr-image")).to_be_visible()
+    scene = page.locator("#qr-image").get_attribute("data-scene")
+    assert "回复 1 确认绑定" in scan(page_client(app), scene, BOB)
+    assert "绑定成功" in say(page_client(app), "1", BOB)
+
+    expect(page.locator("#signed-in")).to_be_visible()
+    expect(page.locator("#identities li")).to_have_count(2, timeout=10000)
+    expect(page.locator("#link-scan")).to_be_hidden()
+    assert page.evaluate("fetch('/api/me').then(r => r.json()).then(u => u.id)") == person

@@ -30,7 +30,7 @@ from .store import (
     is_login_scene,
     new_scene,
 )
-from .users import User, UserStore
+from .users import IdentityError, User, UserStore
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +373,8 @@ class LoginService:
                 return None if self._forwarding else NOTHING_PENDING_REPLY
             outcome, attempt = self.store.confirm(scene, openid)
             log.info("confirmation answered scene=%s outcome=%s", scene, outcome.value)
+            if outcome is ConfirmOutcome.CONFIRMED and attempt.context.link_to:
+                return self._link(openid, scene, attempt)
             if outcome is ConfirmOutcome.CONFIRMED:
                 self._signed_in(openid, scene, method=self.store.signin_method(scene))
             return self._reply(outcome, attempt)
@@ -458,12 +460,39 @@ class LoginService:
         """The person with id ``user_id`` (a joined person's old id finds them), or None."""
         return self.users.by_id(user_id)
 
+    def _link(self, openid: str, scene: str, attempt: Attempt) -> str:
+        """The scanner confirmed "绑定公众号登录": attach their openid to the signed-in person the
+        attempt was made for; or, if it is someone else's or conflicts, void the attempt (its
+        code signs nobody in) and say why."""
+        try:
+            self.link_identity(
+                attempt.context.link_to,
+                openid,
+                method=attempt.method or SCAN,
+                appid=self.users.appid,  # the Official Account's: scans and messages come to it
+            )
+        except (IdentityError, LookupError) as exc:
+            self.store.void(scene)
+            self.hub.publish(scene)
+            log.info("link refused scene=%s", scene)
+            return getattr(exc, "reason", UNKNOWN_REPLY)
+        self.hub.publish(scene)
+        return (
+            f"绑定成功：这个微信已绑定到 {describe(attempt)}\n\n"
+            "以后用这个微信扫码，登录的就是这个账号。如非本人操作，请在网页上解绑。"
+        )
+
     def _reply(self, outcome: ConfirmOutcome, attempt: Attempt | None) -> str:
         if attempt is None or outcome in (ConfirmOutcome.UNKNOWN, ConfirmOutcome.TAKEN):
             return TAKEN_REPLY if outcome is ConfirmOutcome.TAKEN else UNKNOWN_REPLY
         if outcome is ConfirmOutcome.CANCELLED:
             return CANCELLED_REPLY
         details = describe(attempt)
+        if outcome is ConfirmOutcome.AWAITING_CONFIRMATION and attempt.context.link_to:
+            return (
+                f"你正在把这个微信绑定到 {details} 上已登录的账号。\n\n"
+                "绑定后用这个微信登录的就是那个账号。回复 1 确认绑定，回复 0 取消。"
+            )
         if outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
             return f"你正在登录 {details}\n\n回复 1 确认登录，回复 0 取消。"
         return f"登录成功：{details}\n\n如果不是你本人在登录，请回复 0 退出此次登录。"

@@ -71,12 +71,15 @@ class AttemptContext:
         browser: browser and OS, e.g. ``Chrome 120 / Windows 10``.
         ip: the client IP address.
         client: the app being signed in to through the OpenID provider ("" for the site).
+        link_to: the signed-in person (``User.id``) the scanner's WeChat is to be linked to,
+            for "绑定公众号登录"; "" for a sign-in. The scanner always confirms a link.
     """
 
     site: str = ""
     browser: str = ""
     ip: str = ""
     client: str = ""
+    link_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,7 @@ class LoginStore:
                     "browser": context.browser,
                     "ip": context.ip,
                     "client": context.client,
+                    "link_to": context.link_to,
                     "message_code": message_code,
                 },
             )
@@ -293,7 +297,7 @@ class LoginStore:
         return attempt if attempt.owned_by(browser_hash) else None
 
     def _live_key(self, browser_hash: str, context: AttemptContext) -> str:
-        where = f"{context.browser}\n{context.ip}\n{context.client}"
+        where = f"{context.browser}\n{context.ip}\n{context.client}\n{context.link_to}"
         where = hashlib.sha256(where.encode()).hexdigest()[:16]
         return self._key(f"login:browser:{browser_hash}:{where}")
 
@@ -315,6 +319,7 @@ class LoginStore:
                 data.get("browser", ""),
                 data.get("ip", ""),
                 data.get("client", ""),
+                data.get("link_to", ""),
             ),
             confirmed_at=float(data["confirmed_at"]) if "confirmed_at" in data else None,
             method=data.get("method", ""),
@@ -348,6 +353,13 @@ class LoginStore:
                 return ConfirmOutcome.ALREADY_CONFIRMED, attempt
             if attempt.status is Status.CANCELLED:
                 return ConfirmOutcome.UNKNOWN, attempt
+            if attempt.context.link_to and attempt.status is Status.WAITING:
+                # A link is never made by a scan alone: the scanner confirms it, whatever
+                # LOGIN_CONFIRM says (else showing someone a link QR code would plant their
+                # WeChat in the shower's account).
+                return self._await_confirmation(
+                    pipe, scene, attempt, openid, method or attempt.method or "scan"
+                )
             confirmed = replace(
                 attempt,
                 status=Status.CONFIRMED,
@@ -392,18 +404,24 @@ class LoginStore:
                 return ConfirmOutcome.ALREADY_CONFIRMED, attempt
             if attempt.status is Status.CANCELLED:
                 return ConfirmOutcome.UNKNOWN, attempt
-            left = max(math.ceil(attempt.expires_at - self._clock()), 1)
-            pipe.multi()
-            pipe.hset(
-                self._attempt_key(scene),
-                mapping={"status": Status.SCANNED.value, "openid": openid, "method": method},
-            )
-            # One pending confirmation per openid: their next "1" or "0" answers this one.
-            pipe.set(self._key(f"login:pending:{openid}"), scene, ex=left)
-            scanned = replace(attempt, status=Status.SCANNED, openid=openid, method=method)
-            return ConfirmOutcome.AWAITING_CONFIRMATION, scanned
+            return self._await_confirmation(pipe, scene, attempt, openid, method)
 
         return self._transition(scene, openid, decide)
+
+    def _await_confirmation(
+        self, pipe: redis.client.Pipeline, scene: str, attempt: Attempt, openid: str, method: str
+    ) -> Decision:
+        """Queue the writes of an attempt scanned by ``openid``, now awaiting their "1"."""
+        left = max(math.ceil(attempt.expires_at - self._clock()), 1)
+        pipe.multi()
+        pipe.hset(
+            self._attempt_key(scene),
+            mapping={"status": Status.SCANNED.value, "openid": openid, "method": method},
+        )
+        # One pending confirmation per openid: their next "1" or "0" answers this one.
+        pipe.set(self._key(f"login:pending:{openid}"), scene, ex=left)
+        scanned = replace(attempt, status=Status.SCANNED, openid=openid, method=method)
+        return ConfirmOutcome.AWAITING_CONFIRMATION, scanned
 
     def cancel(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
         """Cancel an attempt scanned by ``openid`` and awaiting their confirmation.
@@ -575,6 +593,19 @@ class LoginStore:
                 )
             pipe.execute()
         return ended
+
+    def void(self, scene: str) -> None:
+        """End an attempt whose proof came but must sign nobody in (a refused link): its code
+        stops working, and its page reads "cancelled"."""
+        attempt = self.get_attempt(scene)
+        if attempt is None:
+            return  # gone already: nothing can use it
+        with self._redis.pipeline() as pipe:
+            if attempt.code:
+                pipe.delete(self._key(f"login:code:{attempt.code}"))
+            pipe.hset(self._attempt_key(scene), "status", Status.CANCELLED.value)
+            pipe.hdel(self._attempt_key(scene), "code")
+            pipe.execute()
 
     def signin_method(self, scene: str) -> str:
         """The login method of a confirmed login (``scan`` for one recorded before methods)."""

@@ -32,7 +32,9 @@ def same_origin_only() -> None:
 def create_login_qrcode() -> Response:
     """Start a login attempt bound to this browser (or give back its live one).
 
-    Body (optional): ``{"oidc_request": str}``, when the sign-in is for an app's authorization.
+    Body (optional): ``{"oidc_request": str}``, when the sign-in is for an app's authorization;
+    ``{"link": true}`` from a signed-in page, for "绑定公众号登录": the scanner then links their
+    WeChat to the signed-in person (after confirming in WeChat) instead of signing in.
 
     Returns:
         200 ``{"scene": str, "qrcode": str | None, "image": str, "expires_in": int (seconds),
@@ -41,7 +43,8 @@ def create_login_qrcode() -> Response:
         ``"account_qr"`` (the URL of the account's follow QR code). With ``scan`` off,
         ``qrcode`` is None and ``image`` is the account's QR: the one to scan then. The
         binding cookie is set if the browser had none. 502 when WeChat fails and 429 over
-        ``LOGIN_RATE_LIMIT``, each with a message for the page.
+        ``LOGIN_RATE_LIMIT``, each with a message for the page; 401 for a link without a
+        signed-in session.
     """
     owner, new_secret = browser_binding()
     context = AttemptContext(
@@ -49,6 +52,7 @@ def create_login_qrcode() -> Response:
         browser=describe_browser(request.headers.get("User-Agent", "")),
         ip=client_ip(),
         client=_app_being_signed_in_to(),
+        link_to=_person_to_link_to(),
     )
     attempt, qrcode = login_service().start_attempt(owner, context)
     scheme = "wss" if request.is_secure else "ws"
@@ -65,6 +69,21 @@ def create_login_qrcode() -> Response:
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response
+
+
+def _person_to_link_to() -> str:
+    """The signed-in person a link attempt is for (the body's ``link``), or "" for a sign-in.
+
+    Raises:
+        APIError: 401, a link asked for with no signed-in session.
+    """
+    body = request.get_json(silent=True)
+    if not (isinstance(body, dict) and body.get("link") is True):
+        return ""
+    user_id = session.get("user_id")
+    if not user_id:
+        raise APIError(401, "not_signed_in", "请先登录，再绑定公众号登录。")
+    return user_id
 
 
 def _app_being_signed_in_to() -> str:

@@ -5,11 +5,11 @@ import time
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, session, url_for
 from flask_limiter import Limiter
 
-from ..extensions import client_ip, client_network, login_service
+from ..extensions import client_network, login_service
 from ..login.qrimage import qr_data_uri
-from ..login.store import AttemptContext, RedeemError
-from ..login.useragent import describe_browser
+from ..login.store import RedeemError
 from ..login.users import IdentityError, User
+from .context import attempt_context
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
 from .pages import account_qr_url
@@ -47,13 +47,7 @@ def create_login_qrcode() -> Response:
         signed-in session.
     """
     owner, new_secret = browser_binding()
-    context = AttemptContext(
-        site=current_app.config["SITE_NAME"],
-        browser=describe_browser(request.headers.get("User-Agent", "")),
-        ip=client_ip(),
-        client=_app_being_signed_in_to(),
-        link_to=_person_to_link_to(),
-    )
+    context = attempt_context(client=_app_being_signed_in_to(), link_to=_person_to_link_to())
     attempt, qrcode = login_service().start_attempt(owner, context)
     scheme = "wss" if request.is_secure else "ws"
     answer = {

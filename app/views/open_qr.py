@@ -9,13 +9,13 @@ from flask import Blueprint, current_app, jsonify, redirect, request, session, u
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from ..extensions import client_ip, login_service
+from ..extensions import login_service
 from ..login.methods import OPEN_QR
 from ..login.methods.open_qr import LinkRefused, OpenQRLogin
 from ..login.methods.wechat_browser import Refusal, WebAuthorizationRefused
-from ..login.store import AttemptContext, RedeemError
-from ..login.useragent import describe_browser
+from ..login.store import RedeemError
 from .api import sign_in
+from .context import attempt_context, callback_uri
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
 from .security import require_same_origin
@@ -69,7 +69,8 @@ def link() -> Response:
     if not user_id or login_service().user_by_id(user_id) is None:
         raise APIError(401, "not_signed_in", "请先登录，再绑定其他登录方式。")
     owner, new_secret = browser_binding()
-    response = jsonify(redirect=_flow().start(owner, _context(), _redirect_uri(), user_id))
+    start = _flow().start(owner, attempt_context(), callback_uri("open_qr.callback"), user_id)
+    response = jsonify(redirect=start)
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response
@@ -77,26 +78,11 @@ def link() -> Response:
 
 def _send_to_wechat(link_user: str) -> Response:
     owner, new_secret = browser_binding()
-    response = redirect(_flow().start(owner, _context(), _redirect_uri(), link_user))
+    start = _flow().start(owner, attempt_context(), callback_uri("open_qr.callback"), link_user)
+    response = redirect(start)
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response
-
-
-def _context() -> AttemptContext:
-    return AttemptContext(
-        site=current_app.config["SITE_NAME"],
-        browser=describe_browser(request.headers.get("User-Agent", "")),
-        ip=client_ip(),
-    )
-
-
-def _redirect_uri() -> str:
-    """Our callback as WeChat must see it: under ``PUBLIC_BASE_URL`` (whose host is the
-    website application's 授权回调域) when set, else at the address this request came in on."""
-    path = url_for(".callback")
-    base = current_app.config["PUBLIC_BASE_URL"]
-    return base + path if base else url_for(".callback", _external=True)
 
 
 @bp.get("/callback")

@@ -7,12 +7,12 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from ..extensions import client_ip, login_service
+from ..extensions import login_service
 from ..login.methods import WECHAT_BROWSER
 from ..login.methods.wechat_browser import Refusal, WebAuthorizationRefused, WeChatBrowserLogin
-from ..login.store import AttemptContext, RedeemError
-from ..login.useragent import describe_browser
+from ..login.store import RedeemError
 from .api import sign_in
+from .context import attempt_context, callback_uri
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 
 bp = Blueprint("wechat_browser", __name__, url_prefix="/login/wechat")
@@ -57,23 +57,11 @@ def start() -> Response:
     had none.
     """
     owner, new_secret = browser_binding()
-    context = AttemptContext(
-        site=current_app.config["SITE_NAME"],
-        browser=describe_browser(request.headers.get("User-Agent", "")),
-        ip=client_ip(),
-    )
-    response = redirect(_flow().start(owner, context, _redirect_uri()))
+    start = _flow().start(owner, attempt_context(), callback_uri("wechat_browser.callback"))
+    response = redirect(start)
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
     return response
-
-
-def _redirect_uri() -> str:
-    """Our callback as WeChat must see it: under ``PUBLIC_BASE_URL`` (the host set as the
-    account's 网页授权域名) when set, else at the address this request came in on."""
-    path = url_for(".callback")
-    base = current_app.config["PUBLIC_BASE_URL"]
-    return base + path if base else url_for(".callback", _external=True)
 
 
 @bp.get("/callback")

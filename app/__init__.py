@@ -26,6 +26,7 @@ from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
 from .login.users import UserStore
 from .logs import configure_logging
+from .metrics import time_garbage_collections
 from .setup_check import try_qr_creation
 from .views import api, callback, errors, open_qr, ops, pages, security, wechat_browser, ws
 from .views.cookies import SessionInterface, raise_session_error
@@ -69,6 +70,7 @@ def create_app(
     if emulated:
         emulator.configure(app)
     configure_logging(app.config["LOG_FORMAT"])
+    time_garbage_collections()
     if not app.config["SECRET_KEY"]:
         # Development only: production requires it. (Sessions live in Redis, not in the key.)
         app.config["SECRET_KEY"] = os.urandom(32)

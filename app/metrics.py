@@ -5,6 +5,9 @@ imports this module: every worker then writes its own samples there and ``/metri
 up (``prometheus_client``'s multiprocess mode). Elsewhere the default registry serves.
 """
 
+import gc
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 QRCODES_CREATED = Counter(
@@ -69,3 +72,34 @@ OIDC_REFRESH_REUSE = Counter(
     "wechat_login_oidc_refresh_reuse_total",
     "Rotated refresh tokens (or spent codes) presented again: their whole family was revoked.",
 )
+GC_PAUSES = Histogram(
+    "wechat_login_gc_pause_seconds",
+    "Pauses of a whole process by Python's cyclic garbage collector, by generation collected "
+    "(2 is a full collection): nothing else runs in that worker meanwhile.",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+class _CollectionTimer:
+    """A ``gc.callbacks`` entry that observes each collection's pause into ``GC_PAUSES``."""
+
+    def __init__(self) -> None:
+        self._by_generation = [GC_PAUSES.labels(str(generation)) for generation in range(3)]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._by_generation[info["generation"]].observe(time.perf_counter() - self._started)
+
+
+def time_garbage_collections() -> None:
+    """Time every collection of this process into ``GC_PAUSES`` (idempotent: once per process).
+
+    A collection stops the whole worker, every socket on it included: its pauses are the tail
+    of the scan-to-push latency, worth watching in production, not just in benchmarks.
+    """
+    if not any(isinstance(callback, _CollectionTimer) for callback in gc.callbacks):
+        gc.callbacks.append(_CollectionTimer())

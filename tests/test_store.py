@@ -137,6 +137,39 @@ def test_second_confirm_changes_nothing(store, attempt, openid, outcome):
     assert store.get_attempt(SCENE) == confirmed
 
 
+def test_a_change_is_announced_in_the_same_step_after_the_write(store, attempt, redis_client):
+    listener = redis_client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("attempts")
+    listener.get_message(timeout=1.0)
+    announce = ("attempts", f"changed {SCENE}")
+
+    store.mark_scanned(SCENE, "oScanner", announce=announce)
+    scanned = listener.get_message(timeout=1.0)
+    store.mark_scanned(SCENE, "oSomeoneElse", announce=announce)  # taken: nothing changed
+    store.confirm(SCENE, "oScanner", announce=announce)
+    confirmed = listener.get_message(timeout=1.0)
+    store.confirm(SCENE, "oScanner", announce=announce)  # already confirmed: nothing changed
+
+    assert [scanned["data"], confirmed["data"]] == [f"changed {SCENE}"] * 2
+    assert listener.get_message(timeout=0.2) is None
+    listener.close()
+
+
+def test_a_login_is_counted_once_however_its_record_is_completed(
+    store, users, attempt, redis_client
+):
+    store.confirm(SCENE, "oScanner", login_count_key=users.record_key("oScanner"))
+    assert users.get("oScanner") is None  # counted, not yet recorded: no user yet
+
+    # The callback's record and the redeem's fallback, in either order, count nothing more.
+    users.record_login("oScanner", count=False)
+    users.record_login("oScanner", count=False)
+
+    assert users.get("oScanner").login_count == 1
+    store.confirm(SCENE, "oScanner", login_count_key=users.record_key("oScanner"))  # a retry
+    assert users.get("oScanner").login_count == 1
+
+
 def test_confirm_unknown_scene(store):
     assert store.confirm(SCENE, "oScanner") == (ConfirmOutcome.UNKNOWN, None)
     assert store.get_attempt(SCENE) is None

@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 #: Reconnect delays of the listener, in seconds: quick at first, capped low.
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
-#: Statuses read per pipeline by the sweep.
-SWEEP_BATCH = 1000
+#: Statuses read per pipeline by the sweep: small enough that reading and parsing a batch
+#: holds the worker for well under a millisecond, since it yields between batches.
+SWEEP_BATCH = 200
 
 #: Waiters one process keeps per scene: two tabs of a browser share its attempt; a third
 #: sends the oldest away, so no browser can hold sockets without end on one QR code.
@@ -80,7 +82,13 @@ class LoginHub:
         Raises:
             redis.RedisError: Redis could not be reached.
         """
-        self._publish({"type": "attempt", "scene": scene})
+        self._redis.publish(*self.announcement(scene))
+
+    def announcement(self, scene: str) -> tuple[str, str]:
+        """``(channel, message)`` telling every worker that ``scene``'s attempt changed, for a
+        writer that publishes it itself, after its write and in the same step
+        (``LoginStore.confirm``)."""
+        return self._channel, json.dumps({"type": "attempt", "scene": scene})
 
     @contextmanager
     def waiting(self, scene: str, client: str = "") -> Iterator[queue.SimpleQueue[str]]:
@@ -162,9 +170,6 @@ class LoginHub:
             if self._statuses is not None:
                 threading.Thread(target=self._sweep, name="login-hub-sweep", daemon=True).start()
 
-    def _publish(self, message: dict[str, str]) -> None:
-        self._redis.publish(self._channel, json.dumps(message))
-
     def _listen(self) -> None:
         failures = 0
         while not self._stopping.is_set():
@@ -216,6 +221,10 @@ class LoginHub:
                     for scene, status in zip(batch, self._statuses(batch), strict=True):
                         if status != "waiting":  # moved on, or gone (expired)
                             self._wake(scene)
+                    # Let the sockets and callbacks run between batches: under gevent this
+                    # thread is a greenlet, and a sweep of thousands would otherwise hold the
+                    # whole worker for tens of ms every second.
+                    time.sleep(0)
             except redis.RedisError as exc:
                 log.warning("login hub sweep could not read Redis: %s", exc)
 

@@ -353,17 +353,21 @@ class LoginService:
         Raises:
             redis.RedisError: state could not be read or written.
         """
+        # The push goes out with the write, in one round trip; the user record follows.
+        announce = self.hub.announcement(scene)
         if not same_device and self._confirmation_due(openid, scene):
-            outcome, attempt = self.store.mark_scanned(scene, openid, method)
+            outcome, attempt = self.store.mark_scanned(scene, openid, method, announce=announce)
         else:
-            outcome, attempt = self.store.confirm(scene, openid, method)
+            outcome, attempt = self.store.confirm(
+                scene,
+                openid,
+                method,
+                announce=announce,
+                login_count_key=self.users.record_key(openid),
+            )
         log.info("%s scene=%s outcome=%s", logged or f"proof by {method}", scene, outcome.value)
         if outcome is ConfirmOutcome.CONFIRMED:
-            self._signed_in(
-                openid, scene, method=method, appid=appid, unionid=unionid, profile=profile
-            )
-        elif outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
-            self.hub.publish(scene)
+            self._signed_in(openid, method=method, appid=appid, unionid=unionid, profile=profile)
         return self._reply(outcome, attempt)
 
     def _take_answer(self, openid: str, answer: str) -> str | None:
@@ -371,17 +375,23 @@ class LoginService:
         if answer == "1":
             if scene is None:
                 return None if self._forwarding else NOTHING_PENDING_REPLY
-            outcome, attempt = self.store.confirm(scene, openid)
+            outcome, attempt = self.store.confirm(
+                scene,
+                openid,
+                announce=self.hub.announcement(scene),
+                login_count_key=self.users.record_key(openid),
+            )
             log.info("confirmation answered scene=%s outcome=%s", scene, outcome.value)
             if outcome is ConfirmOutcome.CONFIRMED and attempt.context.link_to:
                 return self._link(openid, scene, attempt)
             if outcome is ConfirmOutcome.CONFIRMED:
-                self._signed_in(openid, scene, method=self.store.signin_method(scene))
+                self._signed_in(openid, method=attempt.method)
             return self._reply(outcome, attempt)
         if scene is not None:
-            outcome, attempt = self.store.cancel(scene, openid)
+            outcome, attempt = self.store.cancel(
+                scene, openid, announce=self.hub.announcement(scene)
+            )
             log.info("cancellation answered scene=%s outcome=%s", scene, outcome.value)
-            self.hub.publish(scene)
             return self._reply(outcome, attempt)
         ended = self.store.end_signins(openid)
         if not ended:
@@ -407,7 +417,6 @@ class LoginService:
     def _signed_in(
         self,
         openid: str,
-        scene: str,
         *,
         method: str = SCAN,
         appid: str | None = None,
@@ -415,11 +424,10 @@ class LoginService:
         profile: dict[str, str] | None = None,
     ) -> None:
         LOGINS.inc()
+        # Counted already, with the confirmation that announced it.
         user = self.users.record_login(
-            openid, method=method, appid=appid, unionid=unionid, profile=profile
+            openid, method=method, appid=appid, unionid=unionid, profile=profile, count=False
         )
-        # State first, then the push: a waiter that misses it still reads the truth.
-        self.hub.publish(scene)
         # Only the Official Account's openids can be looked up with user/info.
         if user.unionid is None and appid in (None, self.users.appid):
             self._executor.submit(self._fetch_unionid, openid)
@@ -537,8 +545,12 @@ class LoginService:
             log.info("login code redeemed after its scanner ended it scene=%s", scene)
             raise RedeemError("login ended by its scanner")
         user = self.users.get(openid)
-        if user is None:  # the proof's record_login failed after its confirm; count it now
-            user = self.users.record_login(openid, method=self.store.signin_method(scene))
+        if user is None:
+            # The proof's record_login has not run yet, or failed: complete the record here
+            # (the confirmation counted the login already).
+            user = self.users.record_login(
+                openid, method=self.store.signin_method(scene), count=False
+            )
         log.info("login code redeemed scene=%s", scene)
         return user, scene, openid
 

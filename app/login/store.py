@@ -13,12 +13,11 @@ Redis holds the truth; the hub only wakes waiters. Keys (each after ``REDIS_KEY_
 import enum
 import hashlib
 import hmac
-import math
 import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import redis
 
@@ -141,8 +140,76 @@ class ConfirmOutcome(enum.Enum):
     UNKNOWN = "unknown"
 
 
-#: What a transition decided: the outcome, and the attempt as it stands after it.
-Decision = tuple[ConfirmOutcome, Attempt]
+#: A push to send when an attempt changes: ``(channel, message)`` (``LoginHub.announcement``).
+Announcement = tuple[str, str]
+
+#: An attempt's transition, read, decided, written and announced in one atomic step (one round
+#: trip on the scan's path, where a WATCH/MULTI transaction took three and the push a fourth).
+#: KEYS: the attempt; the scanner's pending confirmation; the new code (confirm only, else the
+#: attempt again); the sign-in record; the scanner's sign-ins; the scanner's user record
+#: (counted only if ARGV[11] is "1", else the attempt again). ARGV: action (confirm, scan or
+#: cancel), scene, openid, now (epoch seconds), method ("" keeps the recorded one, else scan),
+#: code, code TTL, recent-login TTL, channel ("" publishes nothing), message, count.
+#: Returns {outcome} or {outcome, the attempt's fields after it as a flat list}.
+_TRANSITION = """
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return {'unknown'} end
+local a = {}
+for i = 1, #flat, 2 do a[flat[i]] = flat[i + 1] end
+local action, scene, openid, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local open = a.status == 'waiting' or a.status == 'scanned'
+local linking = (a.link_to or '') ~= ''
+if open and now >= tonumber(a.expires_at) then return {'unknown'} end
+if (a.openid or '') ~= '' and a.openid ~= openid then return {'taken', flat} end
+if a.status == 'confirmed' then return {'already_confirmed', flat} end
+local outcome
+if action == 'cancel' then
+  if a.status ~= 'scanned' then return {'unknown'} end
+  redis.call('HSET', KEYS[1], 'status', 'cancelled')
+  redis.call('DEL', KEYS[2])
+  outcome = 'cancelled'
+elseif a.status == 'cancelled' then
+  return {'unknown'}
+else
+  local method = ARGV[5]
+  if method == '' then method = a.method or '' end
+  if method == '' then method = 'scan' end
+  if action == 'scan' or (linking and a.status == 'waiting') then
+    -- A link is never made by a scan alone: the scanner confirms it, whatever LOGIN_CONFIRM
+    -- says (else showing someone a link QR code would plant their WeChat in the account).
+    local left = math.max(math.ceil(tonumber(a.expires_at) - now), 1)
+    redis.call('HSET', KEYS[1], 'status', 'scanned', 'openid', openid, 'method', method)
+    -- One pending confirmation per openid: their next "1" or "0" answers this one.
+    redis.call('SET', KEYS[2], scene, 'EX', left)
+    outcome = 'awaiting_confirmation'
+  else
+    local code_ttl, recent_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+    redis.call('HSET', KEYS[1], 'status', 'confirmed', 'openid', openid, 'code', ARGV[6],
+      'confirmed_at', ARGV[4], 'method', method)
+    redis.call('EXPIRE', KEYS[1], code_ttl)
+    redis.call('SET', KEYS[3], scene, 'EX', code_ttl)
+    redis.call('DEL', KEYS[2])
+    -- The record of a confirmed login, so that the scanner's "0" can find and end it.
+    redis.call('HSET', KEYS[4], 'openid', openid, 'browser_hash', a.browser_hash,
+      'method', method)
+    redis.call('EXPIRE', KEYS[4], recent_ttl)
+    redis.call('ZADD', KEYS[5], ARGV[4], scene)
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - recent_ttl)
+    redis.call('EXPIRE', KEYS[5], recent_ttl)
+    -- A link is counted by the identity store as it links.
+    if ARGV[11] == '1' and not linking then
+      redis.call('HINCRBY', KEYS[6], 'login_count', 1)
+    end
+    outcome = 'confirmed'
+  end
+end
+-- A confirmed link is announced by its caller once the link is made (or refused and void):
+-- the page must not read "confirmed" before.
+if ARGV[9] ~= '' and not (outcome == 'confirmed' and linking) then
+  redis.call('PUBLISH', ARGV[9], ARGV[10])
+end
+return {outcome, redis.call('HGETALL', KEYS[1])}
+"""
 
 
 class RedeemError(Exception):
@@ -195,6 +262,7 @@ class LoginStore:
         self._code_ttl = code_ttl
         self._recent_ttl = recent_ttl
         self._clock = clock
+        self._run_transition = redis_client.register_script(_TRANSITION)
 
     def _key(self, name: str) -> str:
         return self._prefix + name
@@ -331,168 +399,123 @@ class LoginStore:
         return attempt
 
     def confirm(
-        self, scene: str, openid: str, method: str | None = None
+        self,
+        scene: str,
+        openid: str,
+        method: str | None = None,
+        *,
+        announce: Announcement | None = None,
+        login_count_key: str = "",
     ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Mark an attempt confirmed by ``openid``, atomically, once.
 
         From waiting (a proof, no confirmation asked) or scanned by the same openid (their "1").
         The attempt then lives as long as its one-time code, so that a browser reconnecting
-        shortly after still gets the code.
+        shortly after still gets the code. An attempt made to link an identity (``link_to``)
+        and still waiting is only marked scanned: the scanner always confirms a link.
 
         Args:
             method: the login method whose proof this is; None keeps the one recorded when it
                 was scanned (a "1"), else ``scan``.
+            announce: ``(channel, message)`` published in the same step when the attempt
+                changed (``LoginHub.announcement``), so that the push costs no round trip of
+                its own and never precedes the state it announces; except a confirmed link,
+                which the caller announces once the link is made or refused.
+            login_count_key: the scanner's user record, whose ``login_count`` is incremented
+                in the same step when a sign-in (not a link) is confirmed: counted exactly once,
+                however the user record is completed afterwards.
 
         Returns:
-            ``(outcome, attempt)``: ``CONFIRMED``, ``ALREADY_CONFIRMED``, ``TAKEN`` or
-            ``UNKNOWN`` (attempt None).
+            ``(outcome, attempt)``: ``CONFIRMED``, ``AWAITING_CONFIRMATION`` (a link),
+            ``ALREADY_CONFIRMED``, ``TAKEN`` or ``UNKNOWN`` (attempt None).
         """
-
-        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> Decision:
-            if attempt.status is Status.CONFIRMED:
-                return ConfirmOutcome.ALREADY_CONFIRMED, attempt
-            if attempt.status is Status.CANCELLED:
-                return ConfirmOutcome.UNKNOWN, attempt
-            if attempt.context.link_to and attempt.status is Status.WAITING:
-                # A link is never made by a scan alone: the scanner confirms it, whatever
-                # LOGIN_CONFIRM says (else showing someone a link QR code would plant their
-                # WeChat in the shower's account).
-                return self._await_confirmation(
-                    pipe, scene, attempt, openid, method or attempt.method or "scan"
-                )
-            confirmed = replace(
-                attempt,
-                status=Status.CONFIRMED,
-                openid=openid,
-                code=secrets.token_urlsafe(32),
-                confirmed_at=self._clock(),
-                method=method or attempt.method or "scan",
-            )
-            key = self._attempt_key(scene)
-            pipe.multi()
-            pipe.hset(
-                key,
-                mapping={
-                    "status": confirmed.status.value,
-                    "openid": openid,
-                    "code": confirmed.code,
-                    "confirmed_at": repr(confirmed.confirmed_at),
-                    "method": confirmed.method,
-                },
-            )
-            pipe.expire(key, self._code_ttl)
-            pipe.set(self._key(f"login:code:{confirmed.code}"), scene, ex=self._code_ttl)
-            pipe.delete(self._key(f"login:pending:{openid}"))
-            self._record_signin(pipe, scene, openid, confirmed)
-            return ConfirmOutcome.CONFIRMED, confirmed
-
-        return self._transition(scene, openid, decide)
+        return self._transition(
+            "confirm", scene, openid, method or "", announce, login_count_key=login_count_key
+        )
 
     def mark_scanned(
-        self, scene: str, openid: str, method: str = "scan"
+        self,
+        scene: str,
+        openid: str,
+        method: str = "scan",
+        *,
+        announce: Announcement | None = None,
     ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Mark a waiting attempt scanned by ``openid`` (its proof came by ``method``), whose
         confirmation is now awaited.
+
+        Args:
+            announce: as for ``confirm``.
 
         Returns:
             ``(outcome, attempt)``: ``AWAITING_CONFIRMATION`` (also for the same openid
             scanning again), ``ALREADY_CONFIRMED``, ``TAKEN`` or ``UNKNOWN``.
         """
+        return self._transition("scan", scene, openid, method, announce)
 
-        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> Decision:
-            if attempt.status is Status.CONFIRMED:
-                return ConfirmOutcome.ALREADY_CONFIRMED, attempt
-            if attempt.status is Status.CANCELLED:
-                return ConfirmOutcome.UNKNOWN, attempt
-            return self._await_confirmation(pipe, scene, attempt, openid, method)
-
-        return self._transition(scene, openid, decide)
-
-    def _await_confirmation(
-        self, pipe: redis.client.Pipeline, scene: str, attempt: Attempt, openid: str, method: str
-    ) -> Decision:
-        """Queue the writes of an attempt scanned by ``openid``, now awaiting their "1"."""
-        left = max(math.ceil(attempt.expires_at - self._clock()), 1)
-        pipe.multi()
-        pipe.hset(
-            self._attempt_key(scene),
-            mapping={"status": Status.SCANNED.value, "openid": openid, "method": method},
-        )
-        # One pending confirmation per openid: their next "1" or "0" answers this one.
-        pipe.set(self._key(f"login:pending:{openid}"), scene, ex=left)
-        scanned = replace(attempt, status=Status.SCANNED, openid=openid, method=method)
-        return ConfirmOutcome.AWAITING_CONFIRMATION, scanned
-
-    def cancel(self, scene: str, openid: str) -> tuple[ConfirmOutcome, Attempt | None]:
+    def cancel(
+        self, scene: str, openid: str, *, announce: Announcement | None = None
+    ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Cancel an attempt scanned by ``openid`` and awaiting their confirmation.
+
+        Args:
+            announce: as for ``confirm``.
 
         Returns:
             ``(outcome, attempt)``: ``CANCELLED``, ``ALREADY_CONFIRMED``, ``TAKEN`` or
             ``UNKNOWN``.
         """
-
-        def decide(pipe: redis.client.Pipeline, attempt: Attempt) -> Decision:
-            if attempt.status is Status.CONFIRMED:
-                return ConfirmOutcome.ALREADY_CONFIRMED, attempt
-            if attempt.status is not Status.SCANNED:
-                return ConfirmOutcome.UNKNOWN, attempt
-            pipe.multi()
-            pipe.hset(self._attempt_key(scene), "status", Status.CANCELLED.value)
-            pipe.delete(self._key(f"login:pending:{openid}"))
-            return ConfirmOutcome.CANCELLED, replace(attempt, status=Status.CANCELLED)
-
-        return self._transition(scene, openid, decide)
+        return self._transition("cancel", scene, openid, "", announce)
 
     def _transition(
         self,
+        action: str,
         scene: str,
         openid: str,
-        decide: Callable[[redis.client.Pipeline, Attempt], Decision],
+        method: str,
+        announce: Announcement | None,
+        *,
+        login_count_key: str = "",
     ) -> tuple[ConfirmOutcome, Attempt | None]:
-        """Read the attempt under WATCH, let ``decide`` queue its writes, commit atomically.
+        """Run ``_TRANSITION``: read, decide, write and announce in one atomic step.
 
-        ``decide`` returns the outcome and the attempt as it stands after its writes, so
-        nothing is read again. Someone else's attempt (another openid already on it) is
-        ``TAKEN`` without a write; an ``UNKNOWN`` outcome comes with no attempt.
+        Someone else's attempt (another openid already on it) is ``TAKEN`` without a write;
+        an ``UNKNOWN`` outcome comes with no attempt.
         """
-        key = self._attempt_key(scene)
-
-        def run(pipe: redis.client.Pipeline) -> tuple[ConfirmOutcome, Attempt | None]:
-            attempt = self._attempt_from(scene, pipe.hgetall(key))
-            if attempt is None:
-                return ConfirmOutcome.UNKNOWN, None
-            if attempt.openid and not hmac.compare_digest(attempt.openid, openid):
-                return ConfirmOutcome.TAKEN, attempt
-            outcome, after = decide(pipe, attempt)
-            return outcome, None if outcome is ConfirmOutcome.UNKNOWN else after
-
-        return self._redis.transaction(run, key, value_from_callable=True)
+        code = secrets.token_urlsafe(32) if action == "confirm" else ""
+        channel, message = announce or ("", "")
+        outcome, *after = self._run_transition(
+            keys=[
+                self._attempt_key(scene),
+                self._key(f"login:pending:{openid}"),
+                self._key(f"login:code:{code}") if code else self._attempt_key(scene),
+                self._key(f"login:signin:{scene}"),
+                self._key(f"login:signins:{openid}"),
+                login_count_key or self._attempt_key(scene),
+            ],
+            args=[
+                action,
+                scene,
+                openid,
+                repr(self._clock()),
+                method,
+                code,
+                self._code_ttl,
+                self._recent_ttl,
+                channel,
+                message,
+                "1" if login_count_key else "",
+            ],
+        )
+        outcome = ConfirmOutcome(outcome)
+        if outcome is ConfirmOutcome.UNKNOWN:
+            return outcome, None
+        flat = after[0]
+        return outcome, self._attempt_from(scene, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def pending_scene(self, openid: str) -> str | None:
         """The scene whose confirmation ``openid`` was asked for, if still open."""
         return self._redis.get(self._key(f"login:pending:{openid}"))
-
-    def _record_signin(
-        self, pipe: redis.client.Pipeline, scene: str, openid: str, confirmed: Attempt
-    ) -> None:
-        """Queue the record of a confirmed login, so that "0" can find and end it."""
-        now = confirmed.confirmed_at
-        signin, signins = (
-            self._key(f"login:signin:{scene}"),
-            self._key(f"login:signins:{openid}"),
-        )
-        pipe.hset(
-            signin,
-            mapping={
-                "openid": openid,
-                "browser_hash": confirmed.browser_hash,
-                "method": confirmed.method,
-            },
-        )
-        pipe.expire(signin, self._recent_ttl)
-        pipe.zadd(signins, {scene: now})
-        pipe.zremrangebyscore(signins, "-inf", now - self._recent_ttl)
-        pipe.expire(signins, self._recent_ttl)
 
     def redeem(self, code: str, browser_hash: str) -> tuple[str, str]:
         """Spend a one-time code from the browser that made the attempt.

@@ -170,6 +170,10 @@ class UserStore:
         self._clock = clock
         self.appid = appid
 
+    def record_key(self, openid: str) -> str:
+        """The Redis key of the identity ``openid``'s record, where its ``login_count`` is."""
+        return self._identity_key(openid)
+
     def _identity_key(self, openid: str) -> str:
         return f"{self._prefix}user:{openid}"
 
@@ -189,6 +193,7 @@ class UserStore:
         appid: str | None = None,
         unionid: str | None = None,
         profile: Mapping[str, str] | None = None,
+        count: bool = True,
     ) -> User:
         """Count one sign-in of the identity ``openid`` under ``appid``: create it on the first,
         with its person (the unionid's, when the rules allow, else a new one); update the times
@@ -200,6 +205,8 @@ class UserStore:
             appid: the AppID the openid is under; default the Official Account's.
             unionid: when WeChat gave one with the proof.
             profile: ``nickname`` and ``headimgurl`` when WeChat gave them.
+            count: False when the sign-in was counted already, with its confirmation
+                (``LoginStore.confirm`` with ``record_key``): the record is completed only.
 
         Returns:
             The person as recorded.
@@ -219,7 +226,10 @@ class UserStore:
             pipe.hsetnx(key, "id", candidate)
             pipe.hsetnx(key, "method", method)
             pipe.hset(key, mapping=fields)
-            pipe.hincrby(key, "login_count", 1)
+            if count:
+                pipe.hincrby(key, "login_count", 1)
+            else:  # counted already, unless the record lost it: then this login is the one
+                pipe.hsetnx(key, "login_count", 1)
             pipe.hget(key, "id")
             person_id = pipe.execute()[-1]
         self._attach(person_id, openid, profile)

@@ -248,7 +248,7 @@ class UserStore:
         # The join first: a page that sees the unionid (its sign that the look-up is done)
         # then sees the joined person too.
         if person_id:
-            self._claim_unionid(self._resolve(person_id) or person_id, unionid)
+            self._claim_unionid(self._person_id(person_id) or person_id, unionid)
 
         def attach(pipe: redis.client.Pipeline) -> None:
             if pipe.exists(key):
@@ -260,7 +260,7 @@ class UserStore:
     def _holder_open_to(self, unionid: str, appid: str) -> str | None:
         """The unionid's person, if they hold no identity under ``appid`` yet."""
         holder = self._redis.get(self._unionid_key(unionid))
-        holder = self._resolve(holder) if holder else None
+        holder = self._person_id(holder) if holder else None
         if holder is None:
             return None
         if appid in self._appids(holder):
@@ -273,6 +273,14 @@ class UserStore:
     ) -> None:
         """Make sure the person's record lists ``openid`` (and holds the newest profile)."""
         key = self._id_key(person_id)
+        if not profile:
+            # A returning identity is listed already: one read instead of a transaction.
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.type(key)
+                pipe.hget(key, "openids")
+                kind, openids = pipe.execute()
+            if kind == "hash" and openid in (openids or "").split():
+                return
         self._migrate(person_id)
 
         def attach(pipe: redis.client.Pipeline) -> None:
@@ -290,7 +298,7 @@ class UserStore:
         """Index ``unionid`` to the person, or join the person to its holder (module rules)."""
         index = self._unionid_key(unionid)
         self._redis.set(index, person_id, nx=True)
-        holder = self._resolve(self._redis.get(index) or person_id) or person_id
+        holder = self._person_id(self._redis.get(index) or person_id) or person_id
         if holder == person_id:
             self._redis.hsetnx(self._id_key(person_id), "unionid", unionid)
             return
@@ -345,7 +353,7 @@ class UserStore:
         if person is None or person.id is None:
             raise LookupError(user_id)
         owner = self._redis.hget(self._identity_key(openid), "id")
-        owner = self._resolve(owner) if owner else None
+        owner = self._person_id(owner) if owner else None
         if owner == person.id:
             return self.record_login(openid, method=method, appid=appid, unionid=unionid)
         if owner is not None:
@@ -420,10 +428,10 @@ class UserStore:
     def by_id(self, user_id: str) -> User | None:
         """Load a person by their id (``User.id``; a joined person's old id finds them), or
         None."""
-        person_id = self._resolve(user_id)
-        if person_id is None:
+        found = self._resolve(user_id)
+        if found is None:
             return None
-        person = self._redis.hgetall(self._id_key(person_id))
+        person_id, person = found
         openids = person.get("openids", "").split()
         with self._redis.pipeline() as pipe:
             for openid in openids:
@@ -433,7 +441,7 @@ class UserStore:
             self._identity_from(openid, data)
             for openid, data in zip(openids, records, strict=True)
             # An identity moved or unlinked meanwhile is not theirs any more.
-            if _complete(data) and self._resolve(data.get("id") or "") == person_id
+            if _complete(data) and self._person_id(data.get("id") or "") == person_id
         ]
         if not identities:
             return None
@@ -443,16 +451,29 @@ class UserStore:
         identity = Identity(data.get("method") or "scan", data.get("appid") or self.appid, openid)
         return identity, data
 
-    def _resolve(self, user_id: str) -> str | None:
-        """The id of the person ``user_id`` is now (following joins), migrating a record from
-        before people; None for no such person."""
+    def _person_id(self, user_id: str) -> str | None:
+        """The id of the person ``user_id`` is now (following joins), or None."""
+        found = self._resolve(user_id)
+        return found[0] if found else None
+
+    def _resolve(self, user_id: str) -> tuple[str, dict[str, str]] | None:
+        """The person ``user_id`` is now (following joins), migrating a record from before
+        people: ``(id, their record)``, one round trip per hop; None for no such person."""
         for _ in range(MAX_FORWARDS):
-            if not user_id or not self._migrate(user_id):
+            if not user_id:
                 return None
-            forward = self._redis.hget(self._id_key(user_id), "merged_into")
-            if not forward:
-                return user_id
-            user_id = forward
+            key = self._id_key(user_id)
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.type(key)
+                pipe.hgetall(key)
+                kind, record = pipe.execute(raise_on_error=False)
+            if kind == "string" and self._migrate(user_id):
+                record = self._redis.hgetall(key)
+            elif kind != "hash":
+                return None
+            if not record.get("merged_into"):
+                return user_id, record
+            user_id = record["merged_into"]
         return None
 
     def _migrate(self, user_id: str) -> bool:

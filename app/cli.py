@@ -1,7 +1,6 @@
 """``flask wechat ...``: the setup checker and a scan simulator for headless development."""
 
 import sys
-import time
 from typing import NoReturn
 
 import click
@@ -13,9 +12,8 @@ from config import SettingsError
 
 from .login.service import TAKEN_REPLY, UNKNOWN_REPLY
 from .setup_check import Finding, Verdict, refused_settings, run_checks
-from .wechat.delivery import push, reply_content
+from .wechat.delivery import push, reply_content, scan_event
 from .wechat.errors import WeChatError
-from .wechat.messages import SUBSCRIBE_SCENE_PREFIX
 
 wechat = AppGroup("wechat", help="Check the WeChat setup, or simulate WeChat.")
 
@@ -67,17 +65,12 @@ def simulate_scan(scene: str, new_follower: bool, openid: str, url: str | None) 
     """
     base = (url or current_app.config["PUBLIC_BASE_URL"] or "http://127.0.0.1:5000").rstrip("/")
     crypto = current_app.extensions["wechat_crypto"]
-    event, event_key = (
-        ("subscribe", SUBSCRIBE_SCENE_PREFIX + scene) if new_follower else ("SCAN", scene)
+    message = scan_event(
+        current_app.config.get("EMULATOR_ACCOUNT_ID", "gh_simulated"),
+        openid,
+        scene,
+        new_follower=new_follower,
     )
-    message = {
-        "ToUserName": current_app.config.get("EMULATOR_ACCOUNT_ID", "gh_simulated"),
-        "FromUserName": openid,
-        "CreateTime": int(time.time()),
-        "MsgType": "event",
-        "Event": event,
-        "EventKey": event_key,
-    }
     mode = current_app.config["WECHAT_ENCRYPT_MODE"] if crypto else "plaintext"
     try:
         response = push(
@@ -85,7 +78,8 @@ def simulate_scan(scene: str, new_follower: bool, openid: str, url: str | None) 
         )
     except requests.RequestException as exc:
         raise click.ClickException(f"{base} could not be reached: {type(exc).__name__}") from None
-    click.echo(f"{event} {event_key} as {openid} ({mode}): HTTP {response.status_code}")
+    event = f"{message['Event']} {message['EventKey']}"
+    click.echo(f"{event} as {openid} ({mode}): HTTP {response.status_code}")
     if response.status_code == 403:
         raise click.ClickException(
             "the callback refused the signature: this WECHAT_TOKEN differs from the server's, "

@@ -7,17 +7,20 @@ import textwrap
 from app.views.ws import IDLE_CHECK_SECONDS
 
 from .pages import RECONNECT_DELAYS_SECONDS
+from .polling import POLL_INTERVALS_SECONDS
 from .push import CALLBACK_CONNECTIONS, LOST_AFTER_SECONDS
 from .report import (
     TARGET_PUSH_FLOOR_RATIO,
     TARGET_PUSH_P99_MS,
     TARGET_RSS_PER_SOCKET_KB,
     burst_cap,
+    burst_cpu_ms,
     cores,
     counts,
     figures_table,
     markdown_table,
     ms,
+    per_thousand,
     redis_commands_per_request,
     server_ms_per_request,
     worker_model_table,
@@ -125,7 +128,8 @@ def _method(results: Results) -> str:
   --workers 2 wsgi:app` (gevent workers, `worker_connections` 6000, the open-file limit raised
   and `LOGIN_MAX_SOCKETS` set by `gunicorn.conf.py`), in emulator mode (`APP_ENV=development`, no
   `WECHAT_APP_ID`) with `REDIS_URL` on loopback, `LOGIN_RATE_LIMIT=off`,
-  `LOGIN_MAX_SOCKETS_PER_IP=0` (every page comes from loopback), `LOGIN_QR_EXPIRE_SECONDS=900`.
+  `LOGIN_MAX_SOCKETS_PER_IP=0` (every page comes from loopback), `LOGIN_QR_EXPIRE_SECONDS=900`,
+  and `OIDC_SIGNING_KEY` a fresh RSA 2048 key file, as production requires.
   In emulator mode the WeChat API calls (`access_token`, the
   `user/info` look-up after each login) are answered inside the server process, so their CPU
   counts here; in production it is WeChat's.
@@ -146,28 +150,43 @@ def _method(results: Results) -> str:
   after, less before, divided by the sockets held; idle CPU is the server's CPU time over
   {options.idle_seconds:g} s of nothing happening, divided by the wall time.
 - **Scan-to-push**: {options.scans:,} of the waiting pages were scanned, {options.scan_rate:g} a
-  second: a signed `SCAN` event (`tests/fixtures/scan.xml`, a fresh nonce each) posted to
+  second: a signed `SCAN` event (built and signed by `app/wechat/delivery.py`, the sender the
+  emulated phone and the tests use; a fresh nonce each) posted to
   `/wechat/callback` over {CALLBACK_CONNECTIONS} keep-alive connections, timed from the POST's
   first byte to the "confirmed" frame at that page. A scan with no such frame within
   {LOST_AFTER_SECONDS:g} s is a lost login; a page
   told its outcome twice, or told anything without a scan, is a duplicated one.
 - **The floor**, measured in the same run with the sockets held: {options.floor_samples:,} Redis
   PUBLISHes each timed until a subscriber on another connection read it (redis-py), and
-  {options.floor_samples:,} `GET /api/me` (401, no Redis) on a keep-alive connection.
-- **Callbacks per second**: {options.burst_callbacks:,} signed callbacks of each kind,
+  {options.floor_samples:,} `GET /api/me` (401, no Redis) on a keep-alive connection, one at a
+  time; its p99 is the sum of the two p99s. For CPU, the same `GET /api/me` in a burst like the
+  callbacks' below: the server CPU of a request that does nothing. Every figure's ratio to the
+  floor ("×") is to this run's floor, so a slow machine slows both.
+- **Server CPU per request**: {options.burst_callbacks:,} requests of each kind,
   {options.burst_concurrency} in flight on as many keep-alive connections, with the sockets still
-  held: `SCAN`s that sign in (attempts seeded for them; no page waits) and text messages
-  (signature, replay check, XML parse, `success`).
+  held: the floor's `GET /api/me`, signed `SCAN`s that sign in (attempts seeded for them; no page
+  waits) and text messages (signature, replay check, XML parse, `success`). The server's CPU
+  time over the burst, less its idle CPU with the sockets held over as long, divided by the
+  requests.
 - **QR creations**: {options.qrcodes:,} real `POST /api/login/qrcode`, each from a new browser
   (empty cookie jar, the site's `Origin`), {QR_CONCURRENCY} at a time; then one of them signed in
   through every public step (socket, scan, `POST /api/login/redeem`) for the polling phase's
   session.
-- **Polling**, the way most published implementations wait for the scan: the product has no
-  polling endpoint, so the stand-in is `GET /api/me` with that signed-in session (a Redis read
-  of the session and one of the user, then JSON), once a second per browser, {options.pollers:,}
-  browsers for {options.poll_seconds:g} s, each on its own keep-alive connection at its own
-  phase. Its delay: a "scan" at a random moment per browser, to the end of the first poll sent
-  after it.
+- **Polling**, the peers' way of waiting for the scan (the best-known poll every 0.8 to 3 s;
+  Casdoor every 3 s), measured in the same run: the product has no polling endpoint, so the
+  stand-in is `GET /api/me` with that signed-in session (a Redis read of the session and one of
+  the user, then JSON), every {" s and every ".join(f"{i:g}" for i in POLL_INTERVALS_SECONDS)} s
+  per browser, {options.pollers:,} browsers for {options.poll_seconds:g} s at each interval
+  (at least two and a half intervals), each on its own keep-alive connection at its own phase.
+  Its delay: a "scan" at a random moment per browser, to the end of the first poll sent after
+  it. Per 1,000 browsers, its requests and server + Redis CPU stand against our sockets' idle
+  CPU, and its delay against our scan-to-push.
+- **OpenID provider**: a client registered with the app's `ClientStore` (as `flask oidc
+  add-client` does), and {options.oidc_codes:,} authorization codes stored with its
+  `TokenStore` for the session signed in above, as `/oidc/authorize` stores them; each was
+  exchanged at `POST /oidc/token` (HTTP Basic client authentication, scope `openid wechat`,
+  an RS256 ID token), then each access token read `GET /oidc/userinfo`,
+  {options.burst_concurrency} in flight, with no socket held.
 - **Worker models**: one worker each, gevent (as deployed) and gthread, holding
   {options.compare_sockets:,} sockets, then gthread with {EXHAUSTION_THREADS} threads (the README's
   figure) and {EXHAUSTION_SOCKETS} sockets; {CALLBACKS} text callbacks were posted to each while
@@ -209,22 +228,27 @@ def _exhaustion(model: WorkerModelResult) -> str:
 
 def _push_against_polling(results: Results) -> str:
     deployment = results.deployment
-    polling, idle = deployment.polling, deployment.idle
+    idle = deployment.idle
     held = max(deployment.holding.opened.held, 1)
-    polling_cores = (polling.cpu.server + polling.cpu.redis) / polling.browsers * 1000
-    socket_cores = (idle.server + idle.redis) / held * 1000
-    failed = f", and {polling.failed:,} of its requests failed" if polling.failed else ""
-    return (
-        "## Push against polling\n\n"
-        f"{polling.browsers:,} browsers polling once a second sent {polling.rate:,.0f} requests"
-        f" a second and kept the server and Redis {cores(polling.cpu.server + polling.cpu.redis)}"
-        f" busy{failed}; a scan reached them after {ms(polling.delay_p50_ms)} (median): half the"
-        f" interval, plus the poll itself, which took {ms(polling.latency.p50_ms)} (median) on a"
-        f" server that busy. The same server held {held:,} waiting sockets at"
-        f" {cores(idle.server + idle.redis)} and pushed each scan in"
-        f" {ms(deployment.push.push.p50_ms)} (median). Per 1,000 browsers: {cores(polling_cores)}"
-        f" against {cores(socket_cores)}, and 1,000 requests a second against none."
+    ours = per_thousand(idle, held)
+    sentences = []
+    for polling in deployment.polling:
+        failed = f", and {polling.failed:,} of its requests failed" if polling.failed else ""
+        sentences.append(
+            f"{polling.browsers:,} browsers polling every {polling.interval:g} s sent"
+            f" {polling.rate:,.0f} requests a second and kept the server and Redis"
+            f" {cores(polling.cpu.server + polling.cpu.redis)} busy{failed}; a scan reached them"
+            f" after {ms(polling.delay.p50_ms)} (median; p99 {ms(polling.delay.p99_ms)}): half"
+            f" the interval, plus the poll itself, which took {ms(polling.latency.p50_ms)}"
+            f" (median). Per 1,000 browsers: {cores(per_thousand(polling.cpu, polling.browsers))}"
+            f" and {polling.rate * 1000 / polling.browsers:,.0f} requests a second."
+        )
+    sentences.append(
+        f"The same server held {held:,} waiting sockets at {cores(idle.server + idle.redis)}"
+        f" ({cores(ours)} per 1,000, and no request) and pushed each scan in"
+        f" {ms(deployment.push.push.p50_ms)} (median; p99 {ms(deployment.push.push.p99_ms)})."
     )
+    return "## Push against polling\n\n" + " ".join(sentences)
 
 
 def _limits(results: Results) -> str:
@@ -335,7 +359,7 @@ def _callbacks_note(results: Results) -> str:
     bursts = results.deployment.bursts
     concurrency = results.options.burst_concurrency
     costs = "; ".join(
-        f"{burst.kind}: {server_ms_per_request(burst.cpu, burst.sent):.2f} ms of server CPU each"
+        f"{burst.kind}: {burst_cpu_ms(results, burst):.2f} ms of server CPU each"
         f" (2 cores would top out near {burst_cap(burst):,.0f}/s counting Redis and the load"
         f" generator), {burst.rate:,.0f}/s measured with the server at {cores(burst.cpu.server)}"
         f" and other work at {cores(burst.cpu.others)}"
@@ -349,12 +373,13 @@ def _callbacks_note(results: Results) -> str:
 
 
 def _polling_note(results: Results) -> str:
-    polling = results.deployment.polling
-    if not polling.failed:
+    failed = [polling for polling in results.deployment.polling if polling.failed]
+    if not failed:
         return ""
-    note = (
-        f"- **Polling**: {polling.failed:,} of {polling.requests:,} polls failed"
+    note = "- **Polling**: " + "; ".join(
+        f"every {polling.interval:g} s, {polling.failed:,} of {polling.requests:,} polls failed"
         f" ({counts(polling.failures)})"
+        for polling in failed
     )
     if _logged(results, SESSION_SAVE_FAILED):
         note += (

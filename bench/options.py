@@ -23,7 +23,8 @@ class Options:
         burst_concurrency: requests in flight during a burst.
         qrcodes: QR codes created through ``POST /api/login/qrcode``.
         pollers: browsers simulated by the polling comparison.
-        poll_seconds: how long they poll, in seconds.
+        poll_seconds: how long they poll at each interval, in seconds.
+        oidc_codes: authorization codes exchanged (and userinfo reads) at the OpenID provider.
         compare_sockets: sockets held by each worker model in the comparison.
         redis_db: the Redis database on 127.0.0.1:6379 the run owns and empties.
         output: the Markdown report written at the end.
@@ -41,6 +42,7 @@ class Options:
     qrcodes: int = 300
     pollers: int = 1_000
     poll_seconds: float = 20.0
+    oidc_codes: int = 2_000
     compare_sockets: int = 1_000
     redis_db: int = DEFAULT_REDIS_DB
     output: Path = Path("docs/benchmarks.md")
@@ -51,12 +53,13 @@ class Options:
 QUICK = {
     "sockets": 500,
     "scans": 50,
-    "idle_seconds": 5.0,
+    "idle_seconds": 3.0,
     "floor_samples": 100,
     "burst_callbacks": 1_000,
     "qrcodes": 50,
     "pollers": 100,
-    "poll_seconds": 5.0,
+    "poll_seconds": 3.0,
+    "oidc_codes": 100,
     "compare_sockets": 100,
 }
 

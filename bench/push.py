@@ -16,7 +16,7 @@ from .httpclient import HttpConnection
 from .pages import WaitingPage, sleep_until
 from .server import Server
 from .stats import CpuMeter, CpuUsage, Latency
-from .wechat import SIGNED_IN_REPLY, CallbackSigner, new_openid, scan_xml
+from .wechat import SIGNED_IN_REPLY, post, scan
 
 #: A scan whose page has no "confirmed" frame this long after the POST is a lost login, in s.
 LOST_AFTER_SECONDS = 5.0
@@ -149,13 +149,12 @@ async def measure_push(
     for connection in connections:
         await connection.request("GET", "/api/me")  # open it, to learn which worker has it
     owners = server.connection_owners()
-    signer = CallbackSigner()
     cpu_start = meter.sample()
     started = time.monotonic()
     tasks = []
     for index, (page, connection) in enumerate(zip(pages, itertools.cycle(connections))):
         await sleep_until(started + index / rate)
-        tasks.append(asyncio.create_task(_scan(page, connection, signer)))
+        tasks.append(asyncio.create_task(_scan(page, connection)))
     scans = await asyncio.gather(*tasks)
     cpu = meter.since(cpu_start)
     for connection in connections:
@@ -175,11 +174,11 @@ async def measure_push(
     )
 
 
-async def _scan(page: WaitingPage, connection: HttpConnection, signer: CallbackSigner) -> _Scan:
+async def _scan(page: WaitingPage, connection: HttpConnection) -> _Scan:
     """Post the scan of ``page``'s QR code, then give its push ``LOST_AFTER_SECONDS``."""
     sent_at = time.perf_counter()
     try:
-        response = await signer.post(connection, scan_xml(page.browser.scene, new_openid()))
+        response = await post(connection, scan(page.browser.scene))
         sent_at, replied_at = response.sent_at, response.received_at
         answered = response.status == 200 and SIGNED_IN_REPLY in response.body
     except (ConnectionError, TimeoutError):

@@ -16,7 +16,7 @@ from app.views.cookies import BROWSER_COOKIE
 from .httpclient import HttpConnection
 from .pages import Browser, WaitingPage
 from .stats import CpuMeter, CpuUsage, Latency
-from .wechat import CallbackSigner, new_openid, scan_xml
+from .wechat import post, scan
 
 #: How long the sign-in may wait for its "confirmed" frame, in seconds.
 SIGN_IN_SECONDS = 5.0
@@ -105,7 +105,7 @@ async def sign_in(port: int, origin: str, browser: Browser) -> str:
         raise RuntimeError(f"sign-in: the page's socket failed: {page.failure}")
     connection = HttpConnection(port)
     try:
-        await CallbackSigner().post(connection, scan_xml(browser.scene, new_openid()))
+        await post(connection, scan(browser.scene))
         try:
             await asyncio.wait_for(page.finished.wait(), SIGN_IN_SECONDS)
         except TimeoutError:

@@ -1,6 +1,7 @@
 """The benchmark's phases, in order: the deployment under load, then the worker models."""
 
 import asyncio
+import functools
 import tempfile
 import time
 from collections import Counter
@@ -14,17 +15,18 @@ import redis
 
 from app.login.store import LoginStore
 
-from .callbacks import BurstResult, callback_burst
-from .httpclient import HttpConnection
+from .bursts import BurstResult, burst
+from .httpclient import HttpConnection, Response
 from .machine import Machine, describe_machine, raise_open_file_limit
+from .oidc import OidcResult, measure_oidc
 from .options import Options
 from .pages import OpenResult, WaitingPage, close_pages, open_pages, seed_browsers
-from .polling import PollingResult, measure_polling
+from .polling import POLL_INTERVALS_SECONDS, PollingResult, measure_polling
 from .push import Floor, PushResult, measure_floor, measure_push
 from .qrcodes import QrResult, measure_qr_creations, sign_in
-from .server import KEY_PREFIX, Server
+from .server import KEY_PREFIX, Server, bench_settings, write_signing_key
 from .stats import CpuMeter, CpuUsage, busy_seconds
-from .wechat import SIGNED_IN_REPLY, CallbackSigner, new_openid, scan_xml, text_xml
+from .wechat import SIGNED_IN_REPLY, post, scan, text
 from .workers import WorkerModelResult, measure_worker_model, worker_cases
 
 #: The whole run stops by itself after this long, in seconds.
@@ -73,11 +75,14 @@ class Deployment:
         holding: the waiting sockets held, and their cost.
         idle: CPU used while they all wait.
         floor, push: scan-to-push latency and its floor.
+        floor_burst: the floor's bare HTTP round trip (``GET /api/me``, 401) in a burst like
+            the callbacks', for the CPU of a request that does nothing.
         duplicated: pages told their outcome twice, or told one without a scan.
         dropped: pages whose socket ended without an outcome before we closed it.
         bursts: signed callbacks per second.
         qrcodes: QR creations through the API.
-        polling: the polling comparison.
+        polling: the peers' stand-in: polling at each of ``POLL_INTERVALS_SECONDS``.
+        oidc: the OpenID provider's code exchanges and userinfo reads.
         log_summary: warnings and errors in the server's log, by kind (``Server.log_summary``).
     """
 
@@ -85,11 +90,13 @@ class Deployment:
     idle: CpuUsage
     floor: Floor
     push: PushResult
+    floor_burst: BurstResult
     duplicated: int
     dropped: int
     bursts: list[BurstResult]
     qrcodes: QrResult
-    polling: PollingResult
+    polling: list[PollingResult]
+    oidc: OidcResult
     log_summary: dict[str, int]
 
 
@@ -167,7 +174,9 @@ async def _measure_deployment(
 ) -> Deployment:
     """Start the deployment as in production and take it through every phase."""
     store = LoginStore(client, prefix=KEY_PREFIX)
-    with Server(redis_url, log_dir / "gunicorn.log", qr_expire_seconds=QR_EXPIRE_SECONDS) as server:
+    signing_key = write_signing_key(log_dir / "oidc-signing-key.pem")
+    settings = bench_settings(redis_url, QR_EXPIRE_SECONDS, signing_key)
+    with Server(log_dir / "gunicorn.log", settings, workers=2) as server:
         meter = CpuMeter(server.cpu_seconds, client)
         await _warm_up(server, store)
         pages, holding = await _hold_sockets(server, store, options)
@@ -175,6 +184,14 @@ async def _measure_deployment(
         floor = await measure_floor(redis_url, server.port, options.floor_samples)
         scanned = [page for page in pages if page.waiting][: options.scans]
         push = await measure_push(server, scanned, options.scan_rate, meter)
+        floor_burst = await burst(
+            server.port,
+            "bare HTTP round trips (GET /api/me, 401)",
+            [_anonymous_me] * options.burst_callbacks,
+            lambda response: response.status == 401,
+            options.burst_concurrency,
+            meter,
+        )
         bursts = await _bursts(server, store, options, meter)
         await asyncio.sleep(DUPLICATE_GRACE_SECONDS)
         duplicated = count_duplicates(pages, scanned)
@@ -186,19 +203,27 @@ async def _measure_deployment(
         if not qrcodes.browsers:
             raise RuntimeError("no QR code could be created through the API")
         cookie = await sign_in(server.port, server.origin, qrcodes.browsers[0])
-        polling = await measure_polling(
-            server.port, cookie, options.pollers, options.poll_seconds, meter
+        polling = [
+            await measure_polling(
+                server.port, cookie, options.pollers, interval, options.poll_seconds, meter
+            )
+            for interval in POLL_INTERVALS_SECONDS
+        ]
+        oidc = await measure_oidc(
+            server.port, client, cookie, options.oidc_codes, options.burst_concurrency, meter
         )
         return Deployment(
             holding=holding,
             idle=idle,
             floor=floor,
             push=push,
+            floor_burst=floor_burst,
             duplicated=duplicated,
             dropped=dropped,
             bursts=bursts,
             qrcodes=qrcodes,
             polling=polling,
+            oidc=oidc,
             log_summary=server.log_summary(),
         )
 
@@ -219,10 +244,9 @@ async def _warm_up(server: Server, store: LoginStore) -> None:
         batch = [WaitingPage(browser, server.origin) for browser in browsers]
         await open_pages(batch, rate=WARM_UP_PAGES)
         pages += batch
-    signer = CallbackSigner()
     connection = HttpConnection(server.port)
     for page in pages:
-        await signer.post(connection, scan_xml(page.browser.scene, new_openid()))
+        await post(connection, scan(page.browser.scene))
     await connection.close()
     await close_pages(pages)
 
@@ -270,15 +294,32 @@ async def _bursts(
     on), then text messages (signature, replay check, parse, ``success``)."""
     count = options.burst_callbacks
     browsers = seed_browsers(store, count, QR_EXPIRE_SECONDS)
-    scans = [scan_xml(browser.scene, new_openid()) for browser in browsers]
-    texts = [text_xml(new_openid()) for _ in range(count)]
+    scans = [functools.partial(post, message=scan(browser.scene)) for browser in browsers]
+    texts = [functools.partial(post, message=text()) for _ in range(count)]
     concurrency = options.burst_concurrency
     return [
-        await callback_burst(
-            server.port, "scans that sign in", scans, SIGNED_IN_REPLY, concurrency, meter
+        await burst(
+            server.port,
+            "scans that sign in",
+            scans,
+            lambda response: response.status == 200 and SIGNED_IN_REPLY in response.body,
+            concurrency,
+            meter,
         ),
-        await callback_burst(server.port, "text messages", texts, b"success", concurrency, meter),
+        await burst(
+            server.port,
+            "text messages",
+            texts,
+            lambda response: response.status == 200 and b"success" in response.body,
+            concurrency,
+            meter,
+        ),
     ]
+
+
+async def _anonymous_me(connection: HttpConnection) -> Response:
+    """The floor's request: ``GET /api/me`` with no session, answered 401 without Redis."""
+    return await connection.request("GET", "/api/me")
 
 
 def count_duplicates(pages: Sequence[WaitingPage], scanned: Sequence[WaitingPage]) -> int:

@@ -1,8 +1,15 @@
-"""The deployment under test: gunicorn started as in production, on loopback, in a subprocess."""
+"""The one server launcher of the benchmark and the tests: gunicorn serving ``wsgi:app`` with
+``gunicorn.conf.py`` on loopback, in a subprocess, as in production.
 
+The tests' ``server_process`` fixture starts its servers with ``Server`` too; the benchmark adds
+its settings (``bench_settings``) and reads the workers' memory, CPU and sockets.
+"""
+
+import contextlib
 import http.client
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +17,8 @@ import time
 from pathlib import Path
 
 import psutil
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 #: The server's SECRET_KEY: the benchmark signs its seeded browsers' binding values with it.
 SECRET_KEY = "bench"
@@ -22,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 READY_SECONDS = 30.0
 #: How long a stopping server may take (gunicorn.conf.py's graceful_timeout is 10 s).
 STOP_SECONDS = 15.0
+#: How much of the log a failed start shows, in characters.
+LOG_TAIL_CHARACTERS = 4000
 #: Log lines worth reporting: warnings and errors from gunicorn and the app, and the last line
 #: of each traceback (``redis.exceptions.MaxConnectionsError: Too many connections``).
 NOTEWORTHY_LINE = re.compile(
@@ -40,26 +51,75 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class Server:
-    """``python -m gunicorn -c gunicorn.conf.py ... wsgi:app`` in emulator mode on 127.0.0.1.
+def write_signing_key(path: Path) -> Path:
+    """Write a new RSA 2048 private key to ``path`` (PEM), for ``OIDC_SIGNING_KEY``: as in
+    production, every worker loads the same key at start-up, instead of each making one on its
+    first token (development's key kept in Redis), which the token figures would count.
+
+    Returns:
+        ``path``.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def bench_settings(
+    redis_url: str, qr_expire_seconds: int = 900, signing_key: Path | None = None
+) -> dict[str, str]:
+    """The benchmark's server settings: emulator mode, plaintext callbacks, no rate limits.
 
     Args:
         redis_url: the Redis database the app uses.
-        log_path: where gunicorn's and the app's output go.
-        workers: worker processes.
-        worker_args: command-line settings added to the deployed ones, e.g.
-            ``["--worker-class", "gthread", "--threads", "200"]``; none: as deployed.
         qr_expire_seconds: ``LOGIN_QR_EXPIRE_SECONDS``: longer than the run.
+        signing_key: ``OIDC_SIGNING_KEY`` (``write_signing_key``); none: development's.
+    """
+    return {
+        "OIDC_SIGNING_KEY": str(signing_key or ""),
+        "APP_ENV": "development",
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": SECRET_KEY,
+        "REDIS_KEY_PREFIX": KEY_PREFIX,
+        "LOGIN_RATE_LIMIT": "off",
+        # Every page of the load comes from loopback: one client, as the server sees it.
+        "LOGIN_MAX_SOCKETS_PER_IP": "0",
+        "LOGIN_QR_EXPIRE_SECONDS": str(qr_expire_seconds),
+        # Emulator mode and plaintext callbacks, whatever this shell has set.
+        "WECHAT_APP_ID": "",
+        "WECHAT_TOKEN": "",
+        "WECHAT_ENCODING_AES_KEY": "",
+    }
+
+
+class Server:
+    """``python -m gunicorn --config gunicorn.conf.py ... wsgi:app`` on a free port of 127.0.0.1.
+
+    The arbiter leads a process group of its own with its workers, so a test can freeze or kill
+    a whole server at once, and nothing of it outlives ``stop``. Only ``gunicorn.conf.py`` and
+    ``settings`` decide, as in production: ``GUNICORN_*`` and ``LOGIN_MAX_SOCKETS`` (computed by
+    its ``on_starting`` hook) are dropped from this process's environment.
+
+    Args:
+        log_path: where gunicorn's and the app's output go (appended).
+        settings: environment variables set for the app, e.g. ``{"REDIS_URL": ...}``.
+        workers: worker processes behind the one port.
+        worker_args: command-line settings added to the deployed ones, e.g.
+            ``("--worker-class", "gthread", "--threads", "200")``; none: as deployed.
     """
 
     def __init__(
         self,
-        redis_url: str,
         log_path: Path,
+        settings: dict[str, str],
         *,
-        workers: int = 2,
+        workers: int = 1,
         worker_args: tuple[str, ...] = (),
-        qr_expire_seconds: int = 900,
     ) -> None:
         self.port = free_port()
         self.log_path = log_path
@@ -67,35 +127,30 @@ class Server:
             sys.executable,
             "-m",
             "gunicorn",
-            "-c",
+            "--config",
             "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{self.port}",
+            *worker_args,
             "--workers",
             str(workers),
-            *worker_args,
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            # Not the shared ~/.gunicorn control socket: each server would take it over.
+            "--no-control-socket",
             "wsgi:app",
         ]
-        self._settings = {
-            "APP_ENV": "development",
-            "REDIS_URL": redis_url,
-            "SECRET_KEY": SECRET_KEY,
-            "REDIS_KEY_PREFIX": KEY_PREFIX,
-            "LOGIN_RATE_LIMIT": "off",
-            # Every page of the load comes from loopback: one client, as the server sees it.
-            "LOGIN_MAX_SOCKETS_PER_IP": "0",
-            "LOGIN_QR_EXPIRE_SECONDS": str(qr_expire_seconds),
-            # Emulator mode and plaintext callbacks, whatever this shell has set.
-            "WECHAT_APP_ID": "",
-            "WECHAT_TOKEN": "",
-            "WECHAT_ENCODING_AES_KEY": "",
-        }
+        self._settings = settings
         self._process: subprocess.Popen | None = None
 
     @property
     def origin(self) -> str:
-        """The site's own origin, which the server requires on POSTs and handshakes."""
+        """The base URL, ``http://127.0.0.1:<port>``: also the site's own origin, which the
+        server requires on POSTs and handshakes."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The arbiter's process id (its workers are its children); None before ``start``."""
+        return self._process.pid if self._process else None
 
     def __enter__(self) -> "Server":
         self.start()
@@ -108,10 +163,9 @@ class Server:
         """Start gunicorn and wait until it answers HTTP.
 
         Raises:
-            RuntimeError: it exited, or did not answer within ``READY_SECONDS``.
+            RuntimeError: it exited, or did not answer within ``READY_SECONDS``; the message
+                holds the end of its log.
         """
-        # Only gunicorn.conf.py decides, as in production: no GUNICORN_* overrides, and
-        # LOGIN_MAX_SOCKETS computed by its on_starting hook.
         env = {
             name: value
             for name, value in os.environ.items()
@@ -125,29 +179,56 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + READY_SECONDS
         while not self._answers():
             if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"gunicorn did not start; see {self.log_path}")
-            time.sleep(0.2)
+                self.stop(quick=True)
+                tail = self.log()[-LOG_TAIL_CHARACTERS:]
+                raise RuntimeError(f"gunicorn on port {self.port} did not start:\n{tail}")
+            time.sleep(0.1)
 
-    def stop(self) -> None:
-        """Stop gunicorn gracefully, or kill it after ``STOP_SECONDS``."""
-        if self._process is None or self._process.poll() is not None:
+    def stop(self, *, quick: bool = False) -> None:
+        """Stop gunicorn, and kill what is left of it after ``STOP_SECONDS``.
+
+        Args:
+            quick: SIGQUIT, which drops open connections at once, instead of SIGTERM, which
+                lets them finish (up to gunicorn.conf.py's graceful_timeout).
+        """
+        if self._process is None:
             return
-        self._process.terminate()
-        try:
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGCONT)  # a frozen server cannot stop
+            self._process.send_signal(signal.SIGQUIT if quick else signal.SIGTERM)
+            try:
+                self._process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait(STOP_SECONDS)
+        # Workers outliving a killed arbiter: gone with their group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the whole server: its arbiter and every worker.
+
+        ``SIGSTOP`` freezes it (its sockets stay open, it answers nothing); ``SIGKILL`` kills
+        it as a crash would (the kernel closes its sockets), and is waited for.
+        """
+        if self._process is None:
+            return
+        os.killpg(self._process.pid, signum)
+        if signum == signal.SIGKILL:
             self._process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            for worker in self.workers():
-                worker.kill()
-            self._process.kill()
-            self._process.wait()
+
+    def log(self) -> str:
+        """What the server has logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _answers(self) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
             connection.request("GET", "/api/me")
             connection.getresponse().read()
@@ -196,7 +277,7 @@ class Server:
         """The warnings and errors in the captured log: each kind of line (its time stamp
         dropped, ids and numbers shown as ``#``) -> how many lines."""
         kinds: dict[str, int] = {}
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        for line in self.log().splitlines():
             if NOTEWORTHY_LINE.search(line):
                 kind = _VARYING.sub("#", _LINE_START.sub("", line)).strip()
                 kinds[kind] = kinds.get(kind, 0) + 1

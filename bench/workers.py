@@ -14,9 +14,9 @@ from app.login.store import LoginStore
 
 from .httpclient import HttpConnection
 from .pages import OPEN_ATTEMPTS, WaitingPage, close_pages, open_pages, seed_browsers
-from .server import Server
+from .server import Server, bench_settings
 from .stats import Latency
-from .wechat import CallbackSigner, new_openid, text_xml
+from .wechat import post, text
 
 #: Callbacks timed in each case, all at once, each on a new connection.
 CALLBACKS = 5
@@ -91,7 +91,7 @@ async def measure_worker_model(
 ) -> WorkerModelResult:
     """Run one worker under ``case``, open its sockets, and measure it holding them."""
     browsers = seed_browsers(store, case.sockets + 1, expire_seconds=900)
-    with Server(redis_url, log_path, workers=1, worker_args=case.worker_args) as server:
+    with Server(log_path, bench_settings(redis_url), worker_args=case.worker_args) as server:
         warm_up = WaitingPage(browsers.pop(), server.origin)
         await warm_up.open()  # the app loaded, its hub listening
         await warm_up.close()
@@ -122,18 +122,17 @@ async def _time_callbacks(port: int) -> tuple[Latency, int]:
     Returns:
         ``(latency of those answered, how many were not)``.
     """
-    signer = CallbackSigner()
-    answers = await asyncio.gather(*(_post_once(port, signer) for _ in range(CALLBACKS)))
+    answers = await asyncio.gather(*(_post_once(port) for _ in range(CALLBACKS)))
     seconds = [answer for answer in answers if answer is not None]
     return Latency.of(seconds), len(answers) - len(seconds)
 
 
-async def _post_once(port: int, signer: CallbackSigner) -> float | None:
+async def _post_once(port: int) -> float | None:
     """Post one text callback on a new connection: its round trip in seconds, or None when it
     was not answered "success" in time."""
     connection = HttpConnection(port)
     try:
-        response = await signer.post(connection, text_xml(new_openid()))
+        response = await post(connection, text())
     except (ConnectionError, TimeoutError):
         return None
     finally:

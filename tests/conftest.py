@@ -4,14 +4,9 @@ Redis is real wherever it is the subject: ``TEST_REDIS_URL`` (default db 15 on 1
 emptied before each test. CI starts the server; a missing one fails the run, never skips it.
 """
 
-import contextlib
 import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +22,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
+from app.emulator import EMULATOR_SETTINGS, EMULATOR_TOKEN
 from app.wechat import signature
+from app.wechat.delivery import push, push_request, scan_event, text_message
+from bench.server import Server, free_port
 from config import TestingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +33,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 #: The Token the emulator signs with unless WECHAT_TOKEN is set.
-TOKEN = "emulatortoken"
+TOKEN = EMULATOR_TOKEN
+#: The emulated account, as WeChat names it in ``ToUserName``.
+ACCOUNT_ID = EMULATOR_SETTINGS["EMULATOR_ACCOUNT_ID"]
 
 
 @pytest.fixture
@@ -214,33 +214,29 @@ def provider(redis_url, oidc_overrides) -> Iterator[Provider]:
 SCANNER = "oTestScanner00000000000000001"
 
 
-def scan(client, scene: str, openid: str = SCANNER) -> str:
-    """WeChat's scan event for ``scene`` by ``openid``, posted to the callback: the reply text."""
-    answer = client.post(
-        "/wechat/callback",
-        query_string=signed_query(openid=openid),
-        data=fixture_xml("scan", openid=openid, scene=scene),
-        content_type="text/xml",
-    )
+def post_message(client, message: dict[str, str | int]) -> str:
+    """Post a message (``app.wechat.delivery``'s ``scan_event``, ``text_message``) to the
+    callback through a test client, signed as WeChat signs it, in plaintext: the reply text."""
+    query, body = push_request(message, TOKEN, None, "plaintext")
+    answer = client.post("/wechat/callback", query_string=query, data=body, content_type="text/xml")
     assert answer.status_code == 200
     return answer.get_data(as_text=True)
+
+
+def deliver(base: str, message: dict[str, str | int]) -> requests.Response:
+    """Post a message to the callback of the server at ``base`` over HTTP, as WeChat's servers
+    do: signed afresh, in plaintext, given up on after WeChat's 5 s."""
+    return push(base + "/wechat/callback", message, TOKEN, None, "plaintext")
+
+
+def scan(client, scene: str, openid: str = SCANNER) -> str:
+    """WeChat's scan event for ``scene`` by ``openid``, posted to the callback: the reply text."""
+    return post_message(client, scan_event(ACCOUNT_ID, openid, scene))
 
 
 def say(client, content: str, openid: str = SCANNER) -> str:
     """A text message from ``openid`` to the account (a fresh MsgId): the reply text."""
-    body = (
-        fixture_xml("text", openid=openid)
-        .replace("你好".encode(), content.encode())
-        .replace(b"24602510516126457", str(secrets.randbelow(10**17)).encode())
-    )
-    answer = client.post(
-        "/wechat/callback",
-        query_string=signed_query(openid=openid),
-        data=body,
-        content_type="text/xml",
-    )
-    assert answer.status_code == 200
-    return answer.get_data(as_text=True)
+    return post_message(client, text_message(ACCOUNT_ID, openid, content))
 
 
 def confirmed_code(client, redis_client, openid: str = SCANNER) -> str:
@@ -259,24 +255,19 @@ def sign_in(client, redis_client, openid: str = SCANNER) -> str:
     return client.get_cookie("session").value
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class ServerProcesses:
-    """Starts separate gunicorn server processes; each call starts one and returns its base URL.
+    """Starts separate gunicorn server processes (``bench.server.Server``, the launcher the
+    benchmark uses too); each call starts one and returns its base URL.
 
-    Each process is the leader of its own process group (arbiter and workers), so a test can
-    freeze or kill a whole server at once, and nothing of it outlives the test. Its log (the
-    app's and gunicorn's) goes to a file, read back with ``log()``.
+    Each is the leader of its own process group (arbiter and workers), so a test can freeze or
+    kill a whole server at once, and nothing of it outlives the test. Its log (the app's and
+    gunicorn's) goes to a file, read back with ``log()``.
     """
 
     def __init__(self, redis_url: str, log_dir: Path) -> None:
         self._redis_url = redis_url
         self._log_dir = log_dir
-        self._processes: dict[str, subprocess.Popen] = {}
+        self._servers: dict[str, Server] = {}
 
     def __call__(
         self,
@@ -289,92 +280,53 @@ class ServerProcesses:
         """Start a server and wait until it answers.
 
         Args:
-            production: serve with ``gunicorn.conf.py`` (the gevent worker, its connection and
-                open-file settings) instead of the threaded worker.
+            production: serve with ``gunicorn.conf.py`` as it is (the gevent worker, its
+                connection and open-file settings) instead of the threaded worker.
             workers: worker processes behind the one port.
             redis_url: the Redis to use (default: the test's database).
             env: further environment variables, e.g. ``LOGIN_RECHECK_SECONDS="60"``.
 
         Returns:
             The base URL, ``http://127.0.0.1:<port>``.
+
+        Raises:
+            RuntimeError: it did not start (the message holds its log).
         """
-        port = free_port()
-        environment = {
-            **os.environ,
+        settings = {
             "APP_ENV": "development",
             "REDIS_URL": redis_url or self._redis_url,
             "SECRET_KEY": "shared-between-test-workers",
             **env,
         }
-        if production:
-            options = ["--config", "gunicorn.conf.py"]
-        else:
-            options = ["--worker-class", "gthread", "--threads", "16"]
-        log_path = self._log_dir / f"server-{port}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", *options]
-                + ["--workers", str(workers), "--bind", f"127.0.0.1:{port}"]
-                # Not the shared ~/.gunicorn control socket: each server would take it over.
-                + ["--no-control-socket", "wsgi:app"],
-                cwd=ROOT,
-                env=environment,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        base = f"http://127.0.0.1:{port}"
-        self._processes[base] = process
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with requests.get(base + "/api/me", timeout=2):
-                    return base
-            except (requests.ConnectionError, requests.Timeout):  # not listening, or booting
-                time.sleep(0.1)
-        raise RuntimeError(f"server on port {port} did not start:\n{self.log(base)}")
+        worker_args = () if production else ("--worker-class", "gthread", "--threads", "16")
+        log_path = self._log_dir / f"server-{len(self._servers)}.log"
+        server = Server(log_path, settings, workers=workers, worker_args=worker_args)
+        server.start()
+        self._servers[server.origin] = server
+        return server.origin
 
     def signal(self, base: str, signum: int) -> None:
-        """Send ``signum`` to the whole server at ``base``: its arbiter and every worker.
-
-        ``SIGSTOP`` freezes it (its sockets stay open, it answers nothing); ``SIGKILL`` kills
-        it as a crash would (the kernel closes its sockets), and is waited for.
-        """
-        process = self._processes[base]
-        os.killpg(process.pid, signum)
-        if signum == signal.SIGKILL:
-            process.wait(10)
+        """Send ``signum`` to the whole server at ``base`` (``Server.signal``)."""
+        self._servers[base].signal(signum)
 
     def pid(self, base: str) -> int:
         """The process id of the server at ``base`` (gunicorn's arbiter; its workers are its
         children)."""
-        return self._processes[base].pid
+        return self._servers[base].pid
 
     def bases(self) -> list[str]:
         """The base URLs of every server started, in order."""
-        return list(self._processes)
+        return list(self._servers)
 
     def log(self, base: str) -> str:
         """What the server at ``base`` has logged so far."""
-        port = base.rsplit(":", 1)[1]
-        return (self._log_dir / f"server-{port}.log").read_text(errors="replace")
+        return self._servers[base].log()
 
     def stop_all(self) -> None:
-        for process in self._processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGCONT)  # a frozen server cannot stop
-                # Quick shutdown: a graceful one waits out idle keep-alive connections, and
-                # no test here is about stopping.
-                process.send_signal(signal.SIGQUIT)
-        for process in self._processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-            # Workers outliving a killed arbiter: gone with their group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        # Quick shutdown: a graceful one waits out idle keep-alive connections, and no test
+        # here is about stopping.
+        for server in self._servers.values():
+            server.stop(quick=True)
 
 
 @pytest.fixture

@@ -36,8 +36,9 @@ import requests
 import websocket
 
 from app.login.hub import LoginHub
+from app.wechat.delivery import scan_event
 from app.wechat.messages import parse_fields
-from tests.conftest import RedisServer, ServerProcesses, fixture_xml, signed_query
+from tests.conftest import ACCOUNT_ID, RedisServer, ServerProcesses, deliver
 
 #: Every server: no rate limit on QR codes, since all the browsers here share one IP; keys
 #: and the hub's channel under a prefix of the tests' own.
@@ -168,17 +169,15 @@ def two_workers(server_process: ServerProcesses, **settings: str) -> tuple[str, 
     return server_process(production=True, **settings), server_process(production=True, **settings)
 
 
-def scan_body(browser: Browser) -> bytes:
+def scan_event_of(browser: Browser) -> dict[str, str | int]:
     """The SCAN event WeChat posts when the browser's openid scans its QR code. WeChat's
     retries resend this same body (same ``CreateTime``), under a fresh signature."""
-    return fixture_xml("scan", scene=browser.scene, openid=browser.openid)
+    return scan_event(ACCOUNT_ID, browser.openid, browser.scene)
 
 
-def post_callback(base: str, body: bytes) -> requests.Response:
+def post_callback(base: str, message: dict[str, str | int]) -> requests.Response:
     """Post a callback as WeChat would: freshly signed, given up on after WeChat's 5 s."""
-    with requests.post(
-        base + "/wechat/callback", params=signed_query(), data=body, timeout=5
-    ) as response:
+    with deliver(base, message) as response:
         return response
 
 
@@ -188,7 +187,7 @@ def reply_content(response: requests.Response) -> str:
 
 
 def scan(base: str, browser: Browser) -> None:
-    response = post_callback(base, scan_body(browser))
+    response = post_callback(base, scan_event_of(browser))
     assert response.status_code == 200
     assert SIGNED_IN in response.text
 
@@ -266,7 +265,7 @@ def test_scans_cross_workers_both_ways_and_retries_change_nothing(
     wait_listening(own_redis.url, 2)
 
     for browser, (held_by, scanned_on) in zip(browsers, pairs, strict=True):
-        body = scan_body(browser)
+        body = scan_event_of(browser)
         first = post_callback(scanned_on, body)
         assert first.status_code == 200
         assert SIGNED_IN in first.text
@@ -395,7 +394,7 @@ def test_one_scan_delivered_on_both_workers_at_once_signs_in_once(
 
     def deliver(browser: Browser, base: str) -> requests.Response:
         start.wait()
-        return post_callback(base, scan_body(browser))
+        return post_callback(base, scan_event_of(browser))
 
     with ThreadPoolExecutor(len(deliveries)) as pool:
         futures = [pool.submit(deliver, browser, base) for browser, base in deliveries]
@@ -444,7 +443,7 @@ def test_redis_restart_while_browsers_wait_loses_no_scan(redis_server, server_pr
 
     own_redis.crash()
     # Not acknowledged, so WeChat delivers it again: never lost, never answered "登录成功".
-    early = scan_body(browsers[0])
+    early = scan_event_of(browsers[0])
     refused = post_callback(worker_b, early)
     assert refused.status_code == 503
     assert SIGNED_IN not in refused.text
@@ -477,7 +476,7 @@ def test_redis_restarted_empty_sends_every_waiting_browser_to_a_new_qr_code(
         frames = browser.read_to_close(deadline)
         assert [frame["status"] for frame in frames] == ["waiting", "expired"], frames
     # A scan of a forgotten QR code signs nobody in; the page's new QR code does.
-    stale = post_callback(worker_a, scan_body(browsers[0]))
+    stale = post_callback(worker_a, scan_event_of(browsers[0]))
     assert stale.status_code == 200
     assert SIGNED_IN not in stale.text
     again = new_browser(worker_b)

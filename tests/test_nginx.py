@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from app.wechat.delivery import push_request, scan_event
 from config import Config
-from tests.conftest import ROOT, fixture_xml, free_port, signed_query, ws_frames
+from tests.conftest import ACCOUNT_ID, ROOT, TOKEN, free_port, signed_query, ws_frames
 
 NGINX = Path("/usr/sbin/nginx")
 CONFIG = ROOT / "deploy" / "nginx.conf"
@@ -228,10 +229,13 @@ def proxy(server_process, tmp_path: Path) -> Iterator[Proxy]:
 
 def post_scan(base: str, scene: str, ca: str, **headers: str) -> requests.Response:
     """Post WeChat's signed SCAN event for ``scene`` to the callback at ``base``."""
+    query, body = push_request(
+        scan_event(ACCOUNT_ID, "oNginx0000000000000000000001", scene), TOKEN, None, "plaintext"
+    )
     return requests.post(
         base + "/wechat/callback",
-        params=signed_query(),
-        data=fixture_xml("scan", scene=scene, openid="oNginx0000000000000000000001"),
+        params=query,
+        data=body,
         headers=headers,
         verify=ca,
         timeout=5,

@@ -9,13 +9,12 @@ import json
 import requests
 import websocket
 
-from tests.conftest import fixture_xml, signed_query
+from app.wechat.delivery import scan_event
+from tests.conftest import ACCOUNT_ID, deliver
 
 
-def post_scan(base: str, body: bytes) -> str:
-    with requests.post(
-        base + "/wechat/callback", params=signed_query(), data=body, timeout=5
-    ) as response:
+def post_scan(base: str, message: dict[str, str | int]) -> str:
+    with deliver(base, message) as response:
         assert response.status_code == 200
         return response.text
 
@@ -29,9 +28,7 @@ def test_scan_on_one_worker_signs_in_the_browser_waiting_on_another(server_proce
         ws = websocket.create_connection(attempt["ws"], header=[f"Cookie: {cookie}"], timeout=5)
         try:
             assert json.loads(ws.recv())["status"] == "waiting"
-            scan = fixture_xml(
-                "scan", scene=attempt["scene"], openid="oWorkers00000000000000000001"
-            )
+            scan = scan_event(ACCOUNT_ID, "oWorkers00000000000000000001", attempt["scene"])
             assert "登录成功" in post_scan(worker_b, scan)
             # WeChat's retry of the same event lands on the first worker: same answer, no new login.
             assert "登录成功" in post_scan(worker_a, scan)

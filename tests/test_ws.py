@@ -8,7 +8,8 @@ import requests
 import websocket
 
 from app.views.ws import REPLACED_CLOSE_CODE
-from tests.conftest import fixture_xml, signed_query, ws_frames
+from app.wechat.delivery import scan_event
+from tests.conftest import ACCOUNT_ID, deliver, ws_frames
 
 
 @pytest.fixture
@@ -57,10 +58,7 @@ def open_socket(closing):
 
 def scan(base: str, scene: str, openid: str = "oScanner000000000000000000001") -> str:
     """Post a signed new-follower scan to the callback, as WeChat would; returns the reply."""
-    body = fixture_xml("subscribe_qrscene", scene=scene, openid=openid)
-    with requests.post(
-        base + "/wechat/callback", params=signed_query(), data=body, timeout=5
-    ) as response:
+    with deliver(base, scan_event(ACCOUNT_ID, openid, scene, new_follower=True)) as response:
         assert response.status_code == 200
         return response.text
 

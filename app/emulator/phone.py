@@ -1,7 +1,6 @@
 """The emulated phone: a page that lists live QR codes and "scans" them, and the calls that
 post real-format, signed events to our callback over HTTP, exactly as WeChat's servers would."""
 
-import secrets
 import time
 
 import requests
@@ -9,9 +8,8 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 
 from ..views.errors import APIError
 from ..wechat.crypto import WeChatCrypto
-from ..wechat.delivery import MODES, push, reply_content
+from ..wechat.delivery import MODES, new_openid, push, reply_content, scan_event, text_message
 from ..wechat.errors import WeChatError
-from ..wechat.messages import SUBSCRIBE_SCENE_PREFIX
 from .state import emulator_state
 
 bp = Blueprint("phone", __name__)
@@ -25,7 +23,7 @@ def _phone_openid() -> str:
     openid = request.cookies.get(OPENID_COOKIE, "")
     if len(openid) == 28 and openid.startswith("o"):
         return openid
-    return "o" + secrets.token_urlsafe(20)[:27]
+    return new_openid()
 
 
 def _with_openid(response: Response, openid: str) -> Response:
@@ -79,16 +77,16 @@ def scan() -> Response:
     if ticket is None:
         raise APIError(404, "unknown_ticket", "这个二维码已失效或不存在。")
     openid = _phone_openid()
-    new_follower = body.get("follower") == "new"
-    event, event_key = (
-        ("subscribe", SUBSCRIBE_SCENE_PREFIX + ticket.scene_str)
-        if new_follower
-        else ("SCAN", ticket.scene_str)
-    )
     emulator_state().follow(openid, ticket.scene_str)
-    fields = {"MsgType": "event", "Event": event, "EventKey": event_key, "Ticket": ticket.ticket}
-    delivered = _deliver(openid, fields, body.get("mode"))
-    return _with_openid(jsonify(event=event, openid=openid, **delivered), openid)
+    event = scan_event(
+        current_app.config["EMULATOR_ACCOUNT_ID"],
+        openid,
+        ticket.scene_str,
+        new_follower=body.get("follower") == "new",
+        ticket=ticket.ticket,
+    )
+    delivered = _deliver(event, body.get("mode"))
+    return _with_openid(jsonify(event=event["Event"], openid=openid, **delivered), openid)
 
 
 @bp.post("/api/message")
@@ -99,8 +97,8 @@ def message() -> Response:
     if not content:
         raise APIError(400, "empty_message", "消息不能为空。")
     openid = _phone_openid()
-    fields = {"MsgType": "text", "Content": content, "MsgId": secrets.randbits(63)}
-    delivered = _deliver(openid, fields, body.get("mode"))
+    text = text_message(current_app.config["EMULATOR_ACCOUNT_ID"], openid, content)
+    delivered = _deliver(text, body.get("mode"))
     return _with_openid(jsonify(event=None, openid=openid, **delivered), openid)
 
 
@@ -119,12 +117,11 @@ def inject_fault() -> Response:
     return jsonify(ok=True)
 
 
-def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dict[str, object]:
-    """POST a message from ``openid`` to our callback as WeChat would, and read the reply.
+def _deliver(message: dict[str, str | int], mode: str | None) -> dict[str, object]:
+    """POST a message to our callback as WeChat would, and read the reply.
 
     Args:
-        openid: the sender.
-        fields: the message's own fields (``MsgType`` and after).
+        message: the message's fields (``scan_event``, ``text_message``).
         mode: ``plaintext``, ``compatible`` or ``safe``; None for the server's own mode.
 
     Returns:
@@ -141,12 +138,6 @@ def _deliver(openid: str, fields: dict[str, str | int], mode: str | None) -> dic
         raise APIError(400, "bad_mode", "mode 只能是 plaintext、compatible 或 safe。")
     if mode != "plaintext" and crypto is None:
         raise APIError(400, "no_key", "未配置 WECHAT_ENCODING_AES_KEY，只能发送明文消息。")
-    message = {
-        "ToUserName": current_app.config["EMULATOR_ACCOUNT_ID"],
-        "FromUserName": openid,
-        "CreateTime": int(time.time()),
-        **fields,
-    }
     try:
         answer = push(
             _callback_url(),

@@ -12,6 +12,7 @@ import math
 from dataclasses import astuple, dataclass
 
 from .bursts import BurstResult
+from .gcpauses import Pauses
 from .httpclient import REQUEST_TIMEOUT_SECONDS
 from .run import Results
 from .stats import CpuUsage
@@ -194,7 +195,8 @@ def _push_rows(results: Results) -> list[Row]:
             f"≤ {TARGET_PUSH_FLOOR_RATIO:g}× the floor",
             verdict(
                 p50_ratio <= TARGET_PUSH_FLOOR_RATIO,
-                f"a scan is {commands:.0f} Redis commands, mostly in sequence; the floor one",
+                f"a scan is {commands:.0f} Redis commands (its Lua step's counted one by one), "
+                "the floor one",
             ),
         ),
         Row(
@@ -210,7 +212,24 @@ def _push_rows(results: Results) -> list[Row]:
                 "pauses of a whole worker",
             ),
         ),
+        _gc_row(deployment.gc_pauses),
     ]
+
+
+def _gc_row(pauses: dict[int, Pauses]) -> Row:
+    full, young = pauses.get(2), pauses.get(1)
+    measured = "; ".join(
+        f"{name}: {p.count:,} ({ms(p.seconds * 1000)} in all, {p.longer_than(0.1)} over 100 ms)"
+        for name, p in (("full (generation 2)", full), ("generation 1", young))
+        if p is not None
+    )
+    return Row(
+        "Garbage-collection pauses of the workers, from their start to the end of the scans",
+        measured or "none recorded",
+        "—",
+        "—",
+        "—",
+    )
 
 
 def _cpu_rows(results: Results) -> list[Row]:

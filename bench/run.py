@@ -16,6 +16,7 @@ import redis
 from app.login.store import LoginStore
 
 from .bursts import BurstResult, burst
+from .gcpauses import Pauses, read_gc_pauses
 from .httpclient import HttpConnection, Response
 from .machine import Machine, describe_machine, raise_open_file_limit
 from .oidc import OidcResult, measure_oidc
@@ -75,6 +76,8 @@ class Deployment:
         holding: the waiting sockets held, and their cost.
         idle: CPU used while they all wait.
         floor, push: scan-to-push latency and its floor.
+        gc_pauses: the workers' garbage-collection pauses by generation, from their start to
+            the end of the scans (opening the sockets included).
         floor_burst: the floor's bare HTTP round trip (``GET /api/me``, 401) in a burst like
             the callbacks', for the CPU of a request that does nothing.
         duplicated: pages told their outcome twice, or told one without a scan.
@@ -90,6 +93,7 @@ class Deployment:
     idle: CpuUsage
     floor: Floor
     push: PushResult
+    gc_pauses: dict[int, Pauses]
     floor_burst: BurstResult
     duplicated: int
     dropped: int
@@ -184,6 +188,7 @@ async def _measure_deployment(
         floor = await measure_floor(redis_url, server.port, options.floor_samples)
         scanned = [page for page in pages if page.waiting][: options.scans]
         push = await measure_push(server, scanned, options.scan_rate, meter)
+        gc_pauses = await read_gc_pauses(server.port)
         floor_burst = await burst(
             server.port,
             "bare HTTP round trips (GET /api/me, 401)",
@@ -217,6 +222,7 @@ async def _measure_deployment(
             idle=idle,
             floor=floor,
             push=push,
+            gc_pauses=gc_pauses,
             floor_burst=floor_burst,
             duplicated=duplicated,
             dropped=dropped,

@@ -9,6 +9,7 @@ from dataclasses import astuple, dataclass
 
 from .callbacks import BurstResult
 from .httpclient import REQUEST_TIMEOUT_SECONDS
+from .qrcodes import WECHAT_QR_URL, QrResult
 from .run import Results
 from .stats import CpuUsage
 from .workers import CALLBACKS
@@ -173,6 +174,28 @@ def _callback_rows(results: Results) -> list[Row]:
             f" ms of server CPU each; {qrcodes.failed} failed",
         )
     )
+    return rows + _qr_render_rows(qrcodes)
+
+
+def _qr_render_rows(qrcodes: QrResult) -> list[Row]:
+    """The same browsers asking again, and the QR renderers side by side."""
+    rows = [
+        Row(
+            "QR reloads (the same browsers again, on their connection: their live attempt)",
+            f"{qrcodes.reloaded:,} of {len(qrcodes.browsers):,} got it back, p50 "
+            f"{ms(qrcodes.reload_latency.p50_ms)}; "
+            f"{ms(server_ms_per_request(qrcodes.reload_cpu, qrcodes.reloaded))} of server CPU each",
+        )
+    ]
+    for timing in qrcodes.renderers:
+        used = "the app's" if timing.in_app else "not used"
+        rows.append(
+            Row(
+                f"QR render ({used}): {timing.renderer}",
+                f"{ms(timing.wechat_ms)} for a WeChat url ({len(WECHAT_QR_URL)} characters), "
+                f"{ms(timing.emulator_ms)} for the emulator's ({len(qrcodes.url)})",
+            )
+        )
     return rows
 
 

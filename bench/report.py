@@ -14,6 +14,7 @@ from dataclasses import astuple, dataclass
 from .bursts import BurstResult
 from .gcpauses import Pauses
 from .httpclient import REQUEST_TIMEOUT_SECONDS
+from .qrcodes import WECHAT_QR_URL, QrResult
 from .run import Results
 from .stats import CpuUsage
 from .workers import CALLBACKS
@@ -216,6 +217,28 @@ def _push_rows(results: Results) -> list[Row]:
     ]
 
 
+def _qr_render_rows(qrcodes: QrResult) -> list[Row]:
+    """The same browsers asking again, and the QR renderers side by side."""
+    rows = [
+        Row(
+            "QR reloads (the same browsers again, on their connection: their live attempt)",
+            f"{qrcodes.reloaded:,} of {len(qrcodes.browsers):,} got it back, p50 "
+            f"{ms(qrcodes.reload_latency.p50_ms)}; "
+            f"{ms(server_ms_per_request(qrcodes.reload_cpu, qrcodes.reloaded))} of server CPU each",
+        )
+    ]
+    for timing in qrcodes.renderers:
+        used = "the app's" if timing.in_app else "not used"
+        rows.append(
+            Row(
+                f"QR render ({used}): {timing.renderer}",
+                f"{ms(timing.wechat_ms)} for a WeChat url ({len(WECHAT_QR_URL)} characters), "
+                f"{ms(timing.emulator_ms)} for the emulator's ({len(qrcodes.url)})",
+            )
+        )
+    return rows
+
+
 def _gc_row(pauses: dict[int, Pauses]) -> Row:
     full, young = pauses.get(2), pauses.get(1)
     measured = "; ".join(
@@ -258,6 +281,7 @@ def _cpu_rows(results: Results) -> list[Row]:
             f"≤ {TARGET_QR_CPU_MS:g} ms",
             verdict(qr_ms <= TARGET_QR_CPU_MS, "rendering the QR code"),
         ),
+        *_qr_render_rows(qrcodes),
     ]
 
 

@@ -24,6 +24,7 @@ from .login.methods.open_qr import OpenQRLogin, WebsiteOAuth
 from .login.methods.wechat_browser import AuthorizationStates, WeChatBrowserLogin
 from .login.service import ConfirmPolicy, LoginService
 from .login.store import LoginStore
+from .login.unionids import UnionidLookups
 from .login.users import UserStore
 from .logs import configure_logging
 from .metrics import time_garbage_collections
@@ -137,6 +138,7 @@ def create_app(
             channel=f"{prefix}login:attempts",
         ),
         retries=RetryLedger(redis_client, prefix=prefix),
+        unionids=UnionidLookups(wechat, users.set_unionid),
         qr_expire_seconds=app.config["LOGIN_QR_EXPIRE_SECONDS"],
         confirm_policy=ConfirmPolicy(app.config["LOGIN_CONFIRM"]),
         end_session=end_session,

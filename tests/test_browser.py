@@ -77,7 +77,7 @@ def test_a_unionid_still_being_looked_up_reads_as_such_until_the_look_up_ends(
     live_server, new_page
 ):
     # The look-up fails: the page says it is looking until it has asked long enough.
-    inject_fault(live_server, {"api": "user/info", "errcode": 48001})
+    inject_fault(live_server, {"api": "user/info/batchget", "errcode": 48001})
     page, phone = new_page(), new_page()
     page.goto(live_server + "/")
     scan_with(phone, live_server, shown_scene(page))
@@ -89,7 +89,7 @@ def test_a_unionid_still_being_looked_up_reads_as_such_until_the_look_up_ends(
 
 def test_a_unionid_found_after_the_sign_in_shows_without_a_reload(live_server, new_page):
     # WeChat busy once: the look-up answers after its half-second retry, past the sign-in.
-    inject_fault(live_server, {"api": "user/info", "errcode": -1})
+    inject_fault(live_server, {"api": "user/info/batchget", "errcode": -1})
     page, phone = new_page(), new_page()
     page.goto(live_server + "/")
     openid = scan_with(phone, live_server, shown_scene(page))

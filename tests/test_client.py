@@ -1,6 +1,7 @@
 """WeChatClient against a scripted WeChat API (a requests transport adapter) and the real Redis."""
 
 import json
+import logging
 import threading
 import time
 import traceback
@@ -13,7 +14,8 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from app.wechat.client import BUSY_RETRY_SECONDS, QRCode, WeChatClient
+from app.login.unionids import UnionidLookups
+from app.wechat.client import BUSY_RETRY_SECONDS, MAX_USERS_INFO, QRCode, WeChatClient
 from app.wechat.errors import InvalidCredentialError, WeChatAPIError, WeChatTransportError
 
 API_BASE = "https://api.weixin.test"
@@ -423,3 +425,110 @@ def test_an_answer_that_is_not_wechat_json_raises_transport_error(client, wechat
         client.create_qrcode(SCENE, 300)
 
     assert wechat.calls[-1].path == path
+
+
+# Unionid look-ups in batches: one user/info/batchget for the sign-ins of one moment.
+
+BATCHGET = "/cgi-bin/user/info/batchget"
+
+#: How long the tests give the look-ups to finish, in seconds.
+SETTLE_SECONDS = 5.0
+
+
+def unionid_of(openid: str) -> str:
+    return "u" + openid[1:]
+
+
+def answer_each(call) -> dict:
+    """WeChat's answer: every user listed, followers with a unionid."""
+    return {
+        "user_info_list": [
+            {"subscribe": 1, "openid": user["openid"], "unionid": unionid_of(user["openid"])}
+            for user in call.json["user_list"]
+        ]
+    }
+
+
+class Found:
+    """Collects what the look-ups found, and waits for it."""
+
+    def __init__(self) -> None:
+        self.unionids: dict[str, str] = {}
+        self._changed = threading.Condition()
+
+    def __call__(self, openid: str, unionid: str) -> None:
+        with self._changed:
+            self.unionids[openid] = unionid
+            self._changed.notify_all()
+
+    def wait_for(self, count: int) -> dict[str, str]:
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.unionids) >= count, SETTLE_SECONDS)
+        return self.unionids
+
+
+@pytest.fixture
+def found() -> Found:
+    return Found()
+
+
+@pytest.fixture
+def lookups(make_client, wechat, found) -> UnionidLookups:
+    wechat.script(BATCHGET, answer_each)
+    return UnionidLookups(make_client(), found, window_seconds=0.2)
+
+
+def batches(wechat: FakeWeChat) -> list[list[str]]:
+    return [
+        [user["openid"] for user in call.json["user_list"]]
+        for call in wechat.calls
+        if call.path == BATCHGET
+    ]
+
+
+def test_sign_ins_of_one_moment_share_one_call(lookups, wechat, found):
+    openids = [f"oUser{n:023d}" for n in range(5)]
+
+    for openid in openids:
+        lookups.want(openid)
+
+    assert found.wait_for(5) == {openid: unionid_of(openid) for openid in openids}
+    assert batches(wechat) == [openids]
+
+
+def test_a_call_asks_for_at_most_100_users(lookups, wechat, found):
+    openids = [f"oUser{n:023d}" for n in range(MAX_USERS_INFO + 50)]
+
+    for openid in openids:
+        lookups.want(openid)
+
+    found.wait_for(len(openids))
+    assert [len(batch) for batch in batches(wechat)] == [MAX_USERS_INFO, 50]
+    assert sum(batches(wechat), []) == openids
+
+
+def test_one_user_asked_twice_at_once_is_asked_for_once(lookups, wechat, found):
+    lookups.want("oUser00000000000000000000001")
+    lookups.want("oUser00000000000000000000001")
+
+    found.wait_for(1)
+    assert batches(wechat) == [["oUser00000000000000000000001"]]
+
+
+def test_a_failed_call_is_logged_and_the_next_sign_in_is_looked_up(lookups, wechat, found, caplog):
+    wechat.script(BATCHGET, {"errcode": 48001, "errmsg": "api unauthorized"}, answer_each)
+
+    with caplog.at_level(logging.WARNING, logger="app.login.unionids"):
+        lookups.want("oFirst000000000000000000000001")
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while not any("look-up failed" in record.message for record in caplog.records):
+            assert time.monotonic() < deadline, "the failure was never logged"
+            time.sleep(0.05)
+    lookups.want("oSecond00000000000000000000001")
+
+    assert found.wait_for(1) == {"oSecond00000000000000000000001": "uSecond00000000000000000000001"}
+
+
+def test_users_info_refuses_more_than_wechat_answers(make_client):
+    with pytest.raises(ValueError):
+        make_client().users_info([f"o{n}" for n in range(MAX_USERS_INFO + 1)])

@@ -129,6 +129,37 @@ def test_user_info_of_a_non_follower(client, access_token):
     assert answer == {"subscribe": 0, "openid": "oNotAFollower000000000000000"}
 
 
+def test_users_info_answers_each_user_as_user_info_does(client, access_token, redis_client):
+    EmulatorState(redis_client).follow("oFollower00000000000000000001", "1-scene")
+    users = [{"openid": "oFollower00000000000000000001"}, {"openid": "oNotAFollower0000000000000"}]
+
+    answer = client.post(
+        f"{API}/user/info/batchget",
+        query_string={"access_token": access_token},
+        json={"user_list": users},
+    ).get_json()
+
+    one = client.get(
+        f"{API}/user/info",
+        query_string={"access_token": access_token, "openid": "oFollower00000000000000000001"},
+    ).get_json()
+    assert answer["user_info_list"] == [one, {"subscribe": 0, "openid": users[1]["openid"]}]
+    assert one["unionid"] == "uFollower00000000000000000001"
+
+
+@pytest.mark.parametrize(
+    "user_list", [[], [{"openid": ""}], ["oNotAnObject"], [{"openid": "o1"}] * 101, "o1"]
+)
+def test_users_info_refuses_a_bad_user_list(client, access_token, user_list):
+    answer = client.post(
+        f"{API}/user/info/batchget",
+        query_string={"access_token": access_token},
+        json={"user_list": user_list},
+    ).get_json()
+
+    assert answer["errcode"] == 40003
+
+
 @pytest.mark.parametrize(
     ("api", "call"),
     [

@@ -138,21 +138,41 @@ def user_info() -> Response:
     openid = request.args.get("openid", "")
     if not openid:
         return _error(40003)
+    return jsonify(_user_info(openid))
+
+
+@bp.post("/user/info/batchget")
+def users_info() -> Response:
+    """``POST cgi-bin/user/info/batchget?access_token=`` with ``{"user_list": [{"openid",
+    "lang"}]}``: up to 100 users, each as ``user/info`` answers."""
+    errcode = _refusal("user/info/batchget", needs_token=True)
+    if errcode:
+        return _error(errcode)
+    users = (request.get_json(silent=True) or {}).get("user_list")
+    if not isinstance(users, list) or not 0 < len(users) <= 100:
+        return _error(40003)
+    openids = [user.get("openid", "") if isinstance(user, dict) else "" for user in users]
+    if not all(openids):
+        return _error(40003)
+    return jsonify(user_info_list=[_user_info(openid) for openid in openids])
+
+
+def _user_info(openid: str) -> dict[str, Any]:
     follower = emulator_state().follower(openid)
     if follower is None:
-        return jsonify(subscribe=0, openid=openid)
-    return jsonify(
-        subscribe=1,
-        openid=openid,
-        nickname="",
-        headimgurl="",
-        language="zh_CN",
-        subscribe_time=int(follower.get("subscribe_time", time.time())),
-        unionid="u" + openid[1:],
-        remark="",
-        groupid=0,
-        tagid_list=[],
-        subscribe_scene="ADD_SCENE_QR_CODE",
-        qr_scene=0,
-        qr_scene_str=follower.get("qr_scene_str", ""),
-    )
+        return {"subscribe": 0, "openid": openid}
+    return {
+        "subscribe": 1,
+        "openid": openid,
+        "nickname": "",
+        "headimgurl": "",
+        "language": "zh_CN",
+        "subscribe_time": int(follower.get("subscribe_time", time.time())),
+        "unionid": "u" + openid[1:],
+        "remark": "",
+        "groupid": 0,
+        "tagid_list": [],
+        "subscribe_scene": "ADD_SCENE_QR_CODE",
+        "qr_scene": 0,
+        "qr_scene_str": follower.get("qr_scene_str", ""),
+    }

@@ -6,17 +6,14 @@ import logging
 import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
-import redis
-
 from ..metrics import DEDUPLICATED, LOGINS, QRCODES_CREATED, SCANS
 from ..wechat.client import QRCode, WeChatClient
 from ..wechat.dedupe import RetryLedger
-from ..wechat.errors import WeChatAPIError, WeChatError
+from ..wechat.errors import WeChatAPIError
 from ..wechat.messages import Message, ScanEvent
 from .hub import LoginHub
 from .methods import API_UNAUTHORIZED, MESSAGE, SCAN, LoginMethods
@@ -30,6 +27,7 @@ from .store import (
     is_login_scene,
     new_scene,
 )
+from .unionids import UnionidLookups
 from .users import IdentityError, User, UserStore
 
 log = logging.getLogger(__name__)
@@ -74,7 +72,8 @@ class LoginService:
         confirm_policy: when the scanner must confirm in WeChat.
         end_session: ends a server-side session by id for good (the scanner's "0", sign-out).
         clock: returns the time in epoch seconds.
-        executor: runs ``user/info`` look-ups off the callback's path (default: 2 threads).
+        unionids: looks up each signed-in follower's unionid, in batches, off the callback's
+            path; None looks up nothing.
         forwarding: another handler takes the messages that are not about logging in
             (``WECHAT_FORWARD_URL``): a "1" or "0" with no login to act on is then left to it
             rather than answered here.
@@ -94,7 +93,7 @@ class LoginService:
         confirm_policy: ConfirmPolicy = ConfirmPolicy.OFF,
         end_session: Callable[[str], None] = lambda session_id: None,
         clock: Callable[[], float] = time.time,
-        executor: Executor | None = None,
+        unionids: UnionidLookups | None = None,
         forwarding: bool = False,
         methods: LoginMethods | None = None,
         message_codes: MessageCodes | None = None,
@@ -108,7 +107,7 @@ class LoginService:
         self.confirm_policy = ConfirmPolicy(confirm_policy)
         self._end_session = end_session
         self._clock = clock
-        self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="user-info")
+        self._unionids = unionids
         self._forwarding = forwarding
         self.methods = methods
         self._message_codes = message_codes
@@ -429,8 +428,8 @@ class LoginService:
             openid, method=method, appid=appid, unionid=unionid, profile=profile, count=False
         )
         # Only the Official Account's openids can be looked up with user/info.
-        if user.unionid is None and appid in (None, self.users.appid):
-            self._executor.submit(self._fetch_unionid, openid)
+        if user.unionid is None and appid in (None, self.users.appid) and self._unionids:
+            self._unionids.want(openid)
 
     def link_identity(
         self,
@@ -504,15 +503,6 @@ class LoginService:
         if outcome is ConfirmOutcome.AWAITING_CONFIRMATION:
             return f"你正在登录 {details}\n\n回复 1 确认登录，回复 0 取消。"
         return f"登录成功：{details}\n\n如果不是你本人在登录，请回复 0 退出此次登录。"
-
-    def _fetch_unionid(self, openid: str) -> None:
-        # Off the callback's path: WeChat waits only 5 s for our reply.
-        try:
-            info = self.wechat.user_info(openid)
-            if info.get("unionid"):
-                self.users.set_unionid(openid, info["unionid"])
-        except (WeChatError, redis.RedisError) as exc:
-            log.warning("user/info look-up failed, unionid unknown for now: %s", exc)
 
     def redeem(self, code: str, browser_hash: str, session_id: str) -> tuple[User, str]:
         """``redeem_login`` without the proof's openid (see there)."""

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import redis
@@ -281,18 +282,31 @@ class UserStore:
                 kind, openids = pipe.execute()
             if kind == "hash" and openid in (openids or "").split():
                 return
+            if kind != "string":  # nothing to migrate
+                self._redis.transaction(
+                    partial(self._list_openid, key, person_id, openid, None), key
+                )
+                return
         self._migrate(person_id)
 
-        def attach(pipe: redis.client.Pipeline) -> None:
-            openids = (pipe.hget(key, "openids") or "").split()
-            pipe.multi()
-            pipe.hset(key, "id", person_id)
-            if openid not in openids:
-                pipe.hset(key, "openids", " ".join([*openids, openid]))
-            if profile:
-                pipe.hset(key, mapping=_profile(profile) or {"id": person_id})
+        self._redis.transaction(partial(self._list_openid, key, person_id, openid, profile), key)
 
-        self._redis.transaction(attach, key)
+    @staticmethod
+    def _list_openid(
+        key: str,
+        person_id: str,
+        openid: str,
+        profile: Mapping[str, str] | None,
+        pipe: redis.client.Pipeline,
+    ) -> None:
+        """In a transaction on the person's record: list ``openid``, keep ``profile``."""
+        openids = (pipe.hget(key, "openids") or "").split()
+        pipe.multi()
+        pipe.hset(key, "id", person_id)
+        if openid not in openids:
+            pipe.hset(key, "openids", " ".join([*openids, openid]))
+        if profile:
+            pipe.hset(key, mapping=_profile(profile) or {"id": person_id})
 
     def _claim_unionid(self, person_id: str, unionid: str) -> None:
         """Index ``unionid`` to the person, or join the person to its holder (module rules)."""
@@ -441,7 +455,8 @@ class UserStore:
             self._identity_from(openid, data)
             for openid, data in zip(openids, records, strict=True)
             # An identity moved or unlinked meanwhile is not theirs any more.
-            if _complete(data) and self._person_id(data.get("id") or "") == person_id
+            if _complete(data)
+            and (data.get("id") == person_id or self._person_id(data.get("id") or "") == person_id)
         ]
         if not identities:
             return None

@@ -16,6 +16,9 @@ import requests
 from ..metrics import WECHAT_API_ERRORS
 from .errors import InvalidCredentialError, WeChatTransportError, api_error
 
+#: Users WeChat answers in one ``user/info/batchget`` call.
+MAX_USERS_INFO = 100
+
 log = logging.getLogger(__name__)
 
 #: A cached token is dropped this many seconds before WeChat says it expires.
@@ -187,6 +190,32 @@ class WeChatClient:
         return self._call_with_token(
             "GET", "/cgi-bin/user/info", params={"openid": openid, "lang": lang}
         )
+
+    def users_info(self, openids: list[str], lang: str = "zh_CN") -> list[dict[str, Any]]:
+        """Fetch the basic information of up to ``MAX_USERS_INFO`` followers in one call.
+
+        Doc: https://developers.weixin.qq.com/doc/offiaccount/User_Management/Get_users_basic_information_UnionID.html
+        (batchget).
+
+        Args:
+            openids: the users, at most ``MAX_USERS_INFO``.
+            lang: ``zh_CN``, ``zh_TW`` or ``en``.
+
+        Returns:
+            One ``user_info``-shaped dict per user, as WeChat lists them.
+
+        Raises:
+            ValueError: more than ``MAX_USERS_INFO`` openids.
+            WeChatAPIError, WeChatTransportError.
+        """
+        if len(openids) > MAX_USERS_INFO:
+            raise ValueError(f"at most {MAX_USERS_INFO} openids per call, not {len(openids)}")
+        data = self._call_with_token(
+            "POST",
+            "/cgi-bin/user/info/batchget",
+            json={"user_list": [{"openid": openid, "lang": lang} for openid in openids]},
+        )
+        return list(data.get("user_info_list", []))
 
     def oauth_access_token(self, code: str) -> WebAuthorization:
         """Exchange a web-authorization ``code`` for the visitor's openid.

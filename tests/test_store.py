@@ -16,6 +16,7 @@ from app.login.store import (
     new_scene,
 )
 from app.login.users import UserStore
+from app.wechat.dedupe import RetryLedger
 
 NOW = 1714036504.0  # 2024-04-25T09:15:04+00:00
 EXPIRE_SECONDS = 300
@@ -168,6 +169,45 @@ def test_a_login_is_counted_once_however_its_record_is_completed(
     assert users.get("oScanner").login_count == 1
     store.confirm(SCENE, "oScanner", login_count_key=users.record_key("oScanner"))  # a retry
     assert users.get("oScanner").login_count == 1
+
+
+def test_a_scan_claims_its_callback_in_the_same_step(store, attempt, redis_client):
+    retries = RetryLedger(redis_client)
+    claim = retries.claim_of("oScanner:1714036504")
+
+    outcome, scanned = store.mark_scanned(SCENE, "oScanner", claim=claim)
+
+    assert outcome is ConfirmOutcome.AWAITING_CONFIRMATION
+    assert retries.claim("oScanner:1714036504") == ""  # claimed, no reply yet
+
+
+def test_a_retry_while_the_first_is_handled_is_taken_again(store, attempt, redis_client):
+    retries = RetryLedger(redis_client)
+    assert retries.claim("oScanner:1714036504") is None  # the first delivery, still running
+
+    outcome, confirmed = store.confirm(
+        SCENE, "oScanner", claim=retries.claim_of("oScanner:1714036504")
+    )
+
+    assert outcome is ConfirmOutcome.CONFIRMED
+
+
+def test_a_retry_of_an_answered_callback_changes_nothing(store, attempt, redis_client):
+    retries = RetryLedger(redis_client)
+    claim = retries.claim_of("oScanner:1714036504")
+    store.mark_scanned(SCENE, "oScanner", claim=claim)
+    retries.remember("oScanner:1714036504", "回复 1 确认登录")
+    store.cancel(SCENE, "oScanner")
+    listener = redis_client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("attempts")
+    listener.get_message(timeout=1.0)
+
+    retried = store.mark_scanned(SCENE, "oScanner", announce=("attempts", "x"), claim=claim)
+
+    assert retried == (ConfirmOutcome.RETRIED, None)
+    assert store.get_attempt(SCENE).status is Status.CANCELLED
+    assert listener.get_message(timeout=0.2) is None
+    listener.close()
 
 
 def test_confirm_unknown_scene(store):

@@ -266,12 +266,14 @@ class LoginService:
         action = self._action_for(message)
         if action is None:
             return None
-        earlier_reply = self.retries.claim(message.dedupe_key)
+        # A scan claims its callback in the same step as its transition (one round trip less
+        # before the push); anything else claims it first.
+        earlier_reply = None if message.login_scan() else self.retries.claim(message.dedupe_key)
         if earlier_reply:
             DEDUPLICATED.inc()
             log.info("retried callback deduplicated")
             return earlier_reply
-        if earlier_reply == "" and message.login_scan() is None:
+        if earlier_reply == "":
             log.info("retried answer deduplicated while the first is being handled")
             return ""
         try:
@@ -288,7 +290,9 @@ class LoginService:
         scan = message.login_scan()
         if scan is not None:
             # The account's other parametric QR codes (posters, shop counters) are not ours.
-            return partial(self._take_scan, scan) if is_login_scene(scan.scene_str) else None
+            if not is_login_scene(scan.scene_str):
+                return None
+            return partial(self._take_scan, scan, message.dedupe_key)
         answer = message.fields.get("Content", "").strip() if message.MsgType == "text" else ""
         if answer in ("1", "0"):
             return partial(self._take_answer, message.FromUserName, answer)
@@ -312,10 +316,16 @@ class LoginService:
             return WRONG_CODE_REPLY
         return self.complete(scene, openid, method=MESSAGE, logged="message code")
 
-    def _take_scan(self, scan: ScanEvent) -> str:
+    def _take_scan(self, scan: ScanEvent, dedupe_key: str) -> str:
         kind = "new_follower" if scan.new_follower else "returning"
         SCANS.labels(kind).inc()
-        return self.complete(scan.scene_str, scan.openid, method="scan", logged=f"scan by a {kind}")
+        return self.complete(
+            scan.scene_str,
+            scan.openid,
+            method="scan",
+            logged=f"scan by a {kind}",
+            dedupe_key=dedupe_key,
+        )
 
     def complete(
         self,
@@ -328,6 +338,7 @@ class LoginService:
         appid: str | None = None,
         unionid: str | None = None,
         profile: dict[str, str] | None = None,
+        dedupe_key: str | None = None,
     ) -> str:
         """A proof from a login method arrived: ``openid`` completes ``scene``'s attempt, as
         every method does (the confirm policy, the push, the reply).
@@ -344,6 +355,9 @@ class LoginService:
             appid: the AppID ``openid`` is under; None: the Official Account's.
             unionid, profile: what WeChat gave with the proof (``nickname``, ``headimgurl``),
                 kept on the person.
+            dedupe_key: the proof came in a WeChat callback (``Message.dedupe_key``) not yet
+                claimed: claimed here, in the same step as the transition; a retry of one
+                answered already gets that answer again and changes nothing.
 
         Returns:
             The text to reply to ``openid`` in WeChat: signed in (naming the site, browser, IP
@@ -354,8 +368,11 @@ class LoginService:
         """
         # The push goes out with the write, in one round trip; the user record follows.
         announce = self.hub.announcement(scene)
+        claim = self.retries.claim_of(dedupe_key) if dedupe_key else None
         if not same_device and self._confirmation_due(openid, scene):
-            outcome, attempt = self.store.mark_scanned(scene, openid, method, announce=announce)
+            outcome, attempt = self.store.mark_scanned(
+                scene, openid, method, announce=announce, claim=claim
+            )
         else:
             outcome, attempt = self.store.confirm(
                 scene,
@@ -363,7 +380,12 @@ class LoginService:
                 method,
                 announce=announce,
                 login_count_key=self.users.record_key(openid),
+                claim=claim,
             )
+        if outcome is ConfirmOutcome.RETRIED:
+            DEDUPLICATED.inc()
+            log.info("retried callback deduplicated")
+            return self.retries.reply_of(dedupe_key)
         log.info("%s scene=%s outcome=%s", logged or f"proof by {method}", scene, outcome.value)
         if outcome is ConfirmOutcome.CONFIRMED:
             self._signed_in(openid, method=method, appid=appid, unionid=unionid, profile=profile)

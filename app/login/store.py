@@ -138,20 +138,34 @@ class ConfirmOutcome(enum.Enum):
     TAKEN = "taken"
     #: No such attempt, or it expired or was cancelled.
     UNKNOWN = "unknown"
+    #: WeChat's retry of a callback whose first delivery was answered already (its claim,
+    #: taken in the same step, said so): nothing changed; answer what was answered then.
+    RETRIED = "retried"
 
 
 #: A push to send when an attempt changes: ``(channel, message)`` (``LoginHub.announcement``).
 Announcement = tuple[str, str]
 
+#: The claim of the callback that carries a proof, taken in the same step as the transition:
+#: ``(key, seconds)`` (``RetryLedger.claim_of``).
+Claim = tuple[str, int]
+
 #: An attempt's transition, read, decided, written and announced in one atomic step (one round
 #: trip on the scan's path, where a WATCH/MULTI transaction took three and the push a fourth).
 #: KEYS: the attempt; the scanner's pending confirmation; the new code (confirm only, else the
 #: attempt again); the sign-in record; the scanner's sign-ins; the scanner's user record
-#: (counted only if ARGV[11] is "1", else the attempt again). ARGV: action (confirm, scan or
-#: cancel), scene, openid, now (epoch seconds), method ("" keeps the recorded one, else scan),
-#: code, code TTL, recent-login TTL, channel ("" publishes nothing), message, count.
+#: (counted only if ARGV[11] is "1", else the attempt again); the callback's claim (taken
+#: only if ARGV[12], its TTL, is not "", else the attempt again). ARGV: action (confirm, scan
+#: or cancel), scene, openid, now (epoch seconds), method ("" keeps the recorded one, else
+#: scan), code, code TTL, recent-login TTL, channel ("" publishes nothing), message, count,
+#: claim TTL.
 #: Returns {outcome} or {outcome, the attempt's fields after it as a flat list}.
 _TRANSITION = """
+if ARGV[12] ~= '' and not redis.call('SET', KEYS[7], '', 'NX', 'EX', ARGV[12]) then
+  -- A retry: answered already (a reply is kept), or still being handled (taken again, as
+  -- every step of a transition is idempotent).
+  if (redis.call('GET', KEYS[7]) or '') ~= '' then return {'retried'} end
+end
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat == 0 then return {'unknown'} end
 local a = {}
@@ -406,6 +420,7 @@ class LoginStore:
         *,
         announce: Announcement | None = None,
         login_count_key: str = "",
+        claim: Claim | None = None,
     ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Mark an attempt confirmed by ``openid``, atomically, once.
 
@@ -424,13 +439,20 @@ class LoginStore:
             login_count_key: the scanner's user record, whose ``login_count`` is incremented
                 in the same step when a sign-in (not a link) is confirmed: counted exactly once,
                 however the user record is completed afterwards.
+            claim: the claim of the callback carrying the proof, taken in the same step.
 
         Returns:
             ``(outcome, attempt)``: ``CONFIRMED``, ``AWAITING_CONFIRMATION`` (a link),
-            ``ALREADY_CONFIRMED``, ``TAKEN`` or ``UNKNOWN`` (attempt None).
+            ``ALREADY_CONFIRMED``, ``TAKEN``, or ``UNKNOWN`` or ``RETRIED`` (attempt None).
         """
         return self._transition(
-            "confirm", scene, openid, method or "", announce, login_count_key=login_count_key
+            "confirm",
+            scene,
+            openid,
+            method or "",
+            announce,
+            login_count_key=login_count_key,
+            claim=claim,
         )
 
     def mark_scanned(
@@ -440,18 +462,20 @@ class LoginStore:
         method: str = "scan",
         *,
         announce: Announcement | None = None,
+        claim: Claim | None = None,
     ) -> tuple[ConfirmOutcome, Attempt | None]:
         """Mark a waiting attempt scanned by ``openid`` (its proof came by ``method``), whose
         confirmation is now awaited.
 
         Args:
-            announce: as for ``confirm``.
+            announce, claim: as for ``confirm``.
 
         Returns:
             ``(outcome, attempt)``: ``AWAITING_CONFIRMATION`` (also for the same openid
-            scanning again), ``ALREADY_CONFIRMED``, ``TAKEN`` or ``UNKNOWN``.
+            scanning again), ``ALREADY_CONFIRMED``, ``TAKEN``, or ``UNKNOWN`` or ``RETRIED``
+            (attempt None).
         """
-        return self._transition("scan", scene, openid, method, announce)
+        return self._transition("scan", scene, openid, method, announce, claim=claim)
 
     def cancel(
         self, scene: str, openid: str, *, announce: Announcement | None = None
@@ -476,12 +500,14 @@ class LoginStore:
         announce: Announcement | None,
         *,
         login_count_key: str = "",
+        claim: Claim | None = None,
     ) -> tuple[ConfirmOutcome, Attempt | None]:
-        """Run ``_TRANSITION``: read, decide, write and announce in one atomic step.
+        """Run ``_TRANSITION``: claim, read, decide, write and announce in one atomic step.
 
         Someone else's attempt (another openid already on it) is ``TAKEN`` without a write;
-        an ``UNKNOWN`` outcome comes with no attempt.
+        an ``UNKNOWN`` or ``RETRIED`` outcome comes with no attempt.
         """
+        claim_key, claim_seconds = claim or (self._attempt_key(scene), "")
         code = secrets.token_urlsafe(32) if action == "confirm" else ""
         channel, message = announce or ("", "")
         outcome, *after = self._run_transition(
@@ -492,6 +518,7 @@ class LoginStore:
                 self._key(f"login:signin:{scene}"),
                 self._key(f"login:signins:{openid}"),
                 login_count_key or self._attempt_key(scene),
+                claim_key,
             ],
             args=[
                 action,
@@ -505,10 +532,11 @@ class LoginStore:
                 channel,
                 message,
                 "1" if login_count_key else "",
+                claim_seconds,
             ],
         )
         outcome = ConfirmOutcome(outcome)
-        if outcome is ConfirmOutcome.UNKNOWN:
+        if outcome in (ConfirmOutcome.UNKNOWN, ConfirmOutcome.RETRIED):
             return outcome, None
         flat = after[0]
         return outcome, self._attempt_from(scene, dict(zip(flat[::2], flat[1::2], strict=True)))

@@ -27,6 +27,15 @@ class RetryLedger:
     def _key(self, dedupe_key: str) -> str:
         return f"{self._prefix}wechat:dedupe:{dedupe_key}"
 
+    def claim_of(self, dedupe_key: str) -> tuple[str, int]:
+        """``(key, seconds)``: the claim ``claim`` takes, for a writer that takes it in the same
+        step as its own write (``LoginStore.confirm``); ``reply_of`` then reads a retry's reply."""
+        return self._key(dedupe_key), DEDUPE_SECONDS
+
+    def reply_of(self, dedupe_key: str) -> str:
+        """The reply stored for a claimed callback (``""`` for none, or none yet)."""
+        return self._redis.get(self._key(dedupe_key)) or ""
+
     def claim(self, dedupe_key: str) -> str | None:
         """Claim a callback for processing, or learn the reply already given to it.
 
@@ -38,10 +47,9 @@ class RetryLedger:
             reply content (``""`` for none, or while the first delivery is still being
             processed) for a retry.
         """
-        key = self._key(dedupe_key)
-        if self._redis.set(key, "", nx=True, ex=DEDUPE_SECONDS):
+        if self._redis.set(self._key(dedupe_key), "", nx=True, ex=DEDUPE_SECONDS):
             return None
-        return self._redis.get(key) or ""
+        return self.reply_of(dedupe_key)
 
     def remember(self, dedupe_key: str, reply: str) -> None:
         """Store the reply given to a claimed callback, for its retries."""

@@ -112,6 +112,10 @@ def development_key(redis_client: redis.Redis, key_name: str) -> RSAKey:
         redis_client: the shared Redis.
         key_name: where the PEM is kept.
     """
-    made = RSAKey.generate_key(2048)
-    redis_client.set(key_name, made.as_pem(private=True).decode(), nx=True)
-    return RSAKey.import_key(redis_client.get(key_name))
+    stored = redis_client.get(key_name)
+    if stored is None:
+        # Only the first worker's key is kept (NX); the others read it back.
+        made = RSAKey.generate_key(2048)
+        redis_client.set(key_name, made.as_pem(private=True).decode(), nx=True)
+        stored = redis_client.get(key_name)
+    return RSAKey.import_key(stored)

@@ -231,12 +231,23 @@ class UserStore:
                 pipe.hincrby(key, "login_count", 1)
             else:  # counted already, unless the record lost it: then this login is the one
                 pipe.hsetnx(key, "login_count", 1)
-            pipe.hget(key, "id")
-            person_id = pipe.execute()[-1]
-        self._attach(person_id, openid, profile)
-        if unionid:
+            pipe.hgetall(key)
+            identity = pipe.execute()[-1]
+        person_id = identity["id"]
+        found = self._resolve(person_id)
+        if unionid:  # may join people: the careful way
+            self._attach(person_id, openid, profile)
             self._claim_unionid(person_id, unionid)
-        user = self.get(openid)
+            user = self.get(openid)
+        else:
+            if found is None or openid not in _openids_of(found[1]) or profile:
+                key = self._id_key(person_id)  # a new person, or a new identity of theirs
+                self._redis.transaction(
+                    partial(self._list_openid, key, person_id, openid, profile), key
+                )
+                found = self._resolve(person_id)
+            # Built from what was just read and written, not read again.
+            user = self._person_with(*found, known={openid: identity}) if found else None
         assert user is not None  # just written
         return user
 
@@ -443,14 +454,22 @@ class UserStore:
         """Load a person by their id (``User.id``; a joined person's old id finds them), or
         None."""
         found = self._resolve(user_id)
-        if found is None:
-            return None
-        person_id, person = found
-        openids = person.get("openids", "").split()
-        with self._redis.pipeline() as pipe:
-            for openid in openids:
-                pipe.hgetall(self._identity_key(openid))
-            records = pipe.execute()
+        return self._person_with(*found) if found else None
+
+    def _person_with(
+        self, person_id: str, person: dict[str, str], known: Mapping[str, dict] | None = None
+    ) -> User | None:
+        """The person ``person_id`` from their record, their identities read (but those
+        ``known`` already: openid -> record); None when none of them is theirs any more."""
+        openids = _openids_of(person)
+        unread = [openid for openid in openids if openid not in (known or {})]
+        read = dict(known or {})
+        if unread:
+            with self._redis.pipeline() as pipe:
+                for openid in unread:
+                    pipe.hgetall(self._identity_key(openid))
+                read.update(zip(unread, pipe.execute(), strict=True))
+        records = [read[openid] for openid in openids]
         identities = [
             self._identity_from(openid, data)
             for openid, data in zip(openids, records, strict=True)
@@ -554,6 +573,11 @@ def _complete(data: Mapping[str, str]) -> bool:
     except (KeyError, ValueError):
         return False
     return True
+
+
+def _openids_of(person: Mapping[str, str]) -> list[str]:
+    """The openids a person's record lists."""
+    return person.get("openids", "").split()
 
 
 def _openids(user: User) -> list[str]:

@@ -428,9 +428,9 @@ def _qr_note(results: Results) -> str:
         f"- **QR creations**: {ms(cpu_ms)} of server CPU each, which caps page loads near"
         f" {2000 / cpu_ms:,.0f}/s on 2 cores; a reload, {ms(reload_ms)}: each QR code is"
         " rendered once per worker (`app/login/qrimage.py`). A new browser's QR code must be"
-        ' rendered, and that is most of a creation (the rows "QR render": segno, in pure'
-        " Python); most of a render is trying and scoring the standard's 8 masks, as the"
-        " fixed-mask row shows."
+        " rendered: zxing-cpp encodes it in C, scoring the standard's 8 masks as segno does in"
+        ' pure Python (the rows "QR render"), and the emulator\'s url has the form and symbol'
+        " version of WeChat's, so the render costs here what it costs in production."
     )
 
 

@@ -19,7 +19,7 @@ import qrcode
 import qrcode.image.svg
 import segno
 
-from app.login.qrimage import qr_data_uri, svg_data_uri
+from app.login.qrimage import qr_data_uri
 from app.views.cookies import BROWSER_COOKIE
 
 from .httpclient import HttpConnection
@@ -29,8 +29,9 @@ from .wechat import post, scan
 
 #: How long the sign-in may wait for its "confirmed" frame, in seconds.
 SIGN_IN_SECONDS = 5.0
-#: A ``url`` as WeChat's ``qrcode/create`` answers it (its form and length; the emulator's
-#: are longer: its scan page with the whole ticket).
+#: A ``url`` as WeChat's ``qrcode/create`` answers it. The emulator's have its form, on the
+#: server's own address (``app.emulator.phone.qr_url``): a few characters longer, the same
+#: symbol version.
 WECHAT_QR_URL = "http://weixin.qq.com/q/02Uh_NljThcGi10000g07t"
 #: Renders of each url by each renderer; the median is reported.
 RENDER_REPEATS = 25
@@ -192,18 +193,18 @@ def _renderers() -> list[tuple[str, bool, Callable[[str], str]]]:
     """Each renderer compared: its name, whether the app uses it, and the render."""
     return [
         (f"qrcode {version('qrcode')}, SvgPathImage, base64", False, _qrcode_data_uri),
+        (f"segno {version('segno')}, svg_data_uri", False, _segno_data_uri),
         # The render itself: the app's cache left out.
-        (f"segno {version('segno')}, as app.login.qrimage", True, qr_data_uri.__wrapped__),
         (
-            f"segno {version('segno')}, mask 0 fixed instead of the standard's choice of the 8",
-            False,
-            lambda text: svg_data_uri(segno.make_qr(text, error="m", boost_error=False, mask=0)),
+            f"zxing-cpp {version('zxing-cpp')} (zint, in C), as app.login.qrimage",
+            True,
+            qr_data_uri.__wrapped__,
         ),
     ]
 
 
 def _qrcode_data_uri(text: str) -> str:
-    """The app's renderer before segno: ``qrcode``'s SVG path image, base64-encoded."""
+    """The app's first renderer: ``qrcode``'s SVG path image, base64-encoded."""
     image = qrcode.make(
         text,
         image_factory=qrcode.image.svg.SvgPathImage,
@@ -211,6 +212,20 @@ def _qrcode_data_uri(text: str) -> str:
         border=2,
     )
     return "data:image/svg+xml;base64," + base64.b64encode(image.to_string()).decode("ascii")
+
+
+def _segno_data_uri(text: str) -> str:
+    """The app's second renderer: segno, in pure Python, its SVG percent-encoded."""
+    # boost_error=False: level M as asked, where segno would otherwise raise the level as far
+    # as the same size allows.
+    return segno.make_qr(text, error="m", boost_error=False).svg_data_uri(
+        border=2,
+        omitsize=True,
+        svgclass=None,
+        lineclass=None,
+        encode_minimal=True,
+        omit_charset=True,
+    )
 
 
 def _median_render_ms(render: Callable[[str], str], text: str) -> float:

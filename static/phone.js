@@ -19,7 +19,7 @@ const els = {
   mode: byId('mode'),
 };
 
-// Set when the page was opened for one QR (/_emulator/scan/<ticket>): show only that one.
+// Set when the page was opened for one QR (its url: /_emulator/q/<code>): show only that one.
 const onlyTicket = document.body.dataset.ticket;
 
 // The <li> on screen for each live ticket, so a poll updates rows in place

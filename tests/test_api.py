@@ -47,7 +47,8 @@ def test_qrcode_answer_has_everything_the_page_needs(app, client):
 
     assert set(answer) == {"scene", "qrcode", "image", "expires_in", "ws"}
     assert answer["expires_in"] == app.config["LOGIN_QR_EXPIRE_SECONDS"] == 180
-    assert answer["qrcode"].startswith("http://localhost/_emulator/scan?ticket=")
+    # The emulator's url for the QR code (tests/test_emulator.py checks its shape).
+    assert answer["qrcode"].startswith("http://localhost/_emulator/q/")
     # What it encodes: tests/test_qrimage.py scans it.
     assert answer["image"].startswith("data:image/svg+xml,%3Csvg ")
     assert answer["ws"] == f"ws://localhost/ws/login/{answer['scene']}"

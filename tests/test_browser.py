@@ -4,7 +4,6 @@ emulated phone, and the waiting page signs in, with no reload."""
 import os
 import re
 import time
-from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -20,14 +19,15 @@ def shown_scene(page: Page) -> str:
     return image.get_attribute("data-scene")
 
 
-def ticket_for(base: str, scene: str) -> str:
+def qr_url_of(base: str, scene: str) -> str:
+    """The url the QR code of ``scene`` encodes: what a phone's camera reads."""
     with requests.get(base + "/_emulator/api/qrcodes", timeout=5) as response:
-        return next(q["ticket"] for q in response.json()["qrcodes"] if q["scene_str"] == scene)
+        return next(q["url"] for q in response.json()["qrcodes"] if q["scene_str"] == scene)
 
 
 def scan_with(phone: Page, base: str, scene: str) -> str:
     """Open the phone on the QR code of ``scene`` and tap 扫码（新关注）: the phone's openid."""
-    phone.goto(f"{base}/_emulator/scan?{urlencode({'ticket': ticket_for(base, scene)})}")
+    phone.goto(qr_url_of(base, scene))
     openid = phone.locator("#openid").inner_text()
     phone.locator(".scan-new").click()
     return openid

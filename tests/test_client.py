@@ -59,6 +59,8 @@ class Call:
     query: dict[str, str]
     json: Any
     timeout: Any
+    proxies: dict[str, str]
+    verify: Any
 
 
 class FakeWeChat(BaseAdapter):
@@ -84,7 +86,8 @@ class FakeWeChat(BaseAdapter):
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         url = urlsplit(request.url)
         body = json.loads(request.body) if request.body else None
-        call = Call(request.method, url.path, dict(parse_qsl(url.query)), body, timeout)
+        query = dict(parse_qsl(url.query))
+        call = Call(request.method, url.path, query, body, timeout, proxies or {}, verify)
         with self._lock:
             self.calls.append(call)
             queue = self.answers[url.path]
@@ -195,6 +198,61 @@ def test_every_request_has_the_timeout(client, wechat):
     client.create_qrcode(SCENE, 300)
 
     assert [call.timeout for call in wechat.calls] == [TIMEOUT, TIMEOUT]
+
+
+PROXY = "http://proxy.test:3128"
+PROXY_VARIABLES = ("https_proxy", "no_proxy", "requests_ca_bundle", "curl_ca_bundle")
+
+
+@pytest.fixture
+def environment(monkeypatch) -> Callable[..., None]:
+    """Returns a function: set the proxy and CA bundle variables (any case) for this test, the
+    others unset."""
+
+    def set_environment(**variables: str) -> None:
+        for name in PROXY_VARIABLES:
+            for spelt in (name, name.upper()):
+                if name in variables:
+                    monkeypatch.setenv(spelt, variables[name])
+                else:
+                    monkeypatch.delenv(spelt, raising=False)
+
+    return set_environment
+
+
+def test_calls_go_through_the_environments_proxy(make_client, wechat, environment):
+    environment(https_proxy=PROXY, no_proxy="localhost,.example.com")
+
+    make_client().create_qrcode(SCENE, 300)
+
+    assert [call.proxies.get("https") for call in wechat.calls] == [PROXY, PROXY]
+
+
+@pytest.mark.parametrize("no_proxy", ["api.weixin.test", ".weixin.test", "*"])
+def test_no_proxy_for_a_host_the_environment_exempts(make_client, wechat, environment, no_proxy):
+    environment(https_proxy=PROXY, no_proxy=no_proxy)
+
+    make_client().create_qrcode(SCENE, 300)
+
+    assert [call.proxies.get("https") for call in wechat.calls] == [None, None]
+
+
+def test_calls_verify_with_the_environments_ca_bundle(make_client, wechat, environment):
+    environment(requests_ca_bundle="/etc/ssl/certs/our-ca.pem")
+
+    make_client().create_qrcode(SCENE, 300)
+
+    assert [call.verify for call in wechat.calls] == ["/etc/ssl/certs/our-ca.pem"] * 2
+
+
+def test_the_environment_is_read_when_the_client_is_built(make_client, wechat, environment):
+    environment(https_proxy=PROXY)
+    client = make_client()
+    environment(https_proxy="http://another-proxy.test:3128")
+
+    client.create_qrcode(SCENE, 300)
+
+    assert [call.proxies.get("https") for call in wechat.calls] == [PROXY, PROXY]
 
 
 def test_create_qrcode(client, wechat):

@@ -1,6 +1,7 @@
 """The WeChat emulator: its API answers as WeChat does, and its phone posts real callbacks."""
 
-from urllib.parse import parse_qs, urlsplit
+import re
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -81,14 +82,40 @@ def test_qrcode_create_needs_a_valid_token(client, token, errcode):
     assert live_scenes(client) == []
 
 
-def test_qrcode_create_answers_ticket_and_scan_url(client, access_token):
+def opened_ticket(page: str) -> str:
+    """The ticket a phone page was opened for (its ``data-ticket``; "" for all of them)."""
+    return re.search(r'<body class="phone-page" data-ticket="([^"]*)"', page)[1]
+
+
+def test_qrcode_create_answers_ticket_and_a_url_shaped_as_wechats(client, access_token):
     answer = create_qrcode(client, str_scene("my-scene", 300), access_token).get_json()
 
     assert answer["expire_seconds"] == 300
-    url = urlsplit(answer["url"])
-    assert url.path == "/_emulator/scan"
-    assert parse_qs(url.query)["ticket"] == [answer["ticket"]]
+    # WeChat's: http://weixin.qq.com/q/ and 22 characters; ours is on this site.
+    assert re.fullmatch(r"http://localhost/_emulator/q/[A-Za-z0-9_-]{22}", answer["url"])
     assert live_scenes(client) == ["my-scene"]
+    [listed] = client.get("/_emulator/api/qrcodes").json["qrcodes"]
+    assert (listed["ticket"], listed["url"]) == (answer["ticket"], answer["url"])
+
+
+def test_the_qr_url_opens_the_phone_on_its_ticket(client, access_token):
+    mine = create_qrcode(client, str_scene("mine"), access_token).get_json()
+    create_qrcode(client, str_scene("another"), access_token)
+
+    page = client.get(urlsplit(mine["url"]).path)
+
+    assert page.status_code == 200
+    assert opened_ticket(page.text) == mine["ticket"]
+
+
+def test_an_unknown_qr_url_is_not_found(client, access_token):
+    create_qrcode(client, str_scene("mine"), access_token)
+
+    page = client.get("/_emulator/q/02Uh_NljThcGi10000g07t")
+
+    assert page.status_code == 404
+    assert page.mimetype == "text/html"
+    assert "这个二维码已失效或不存在。" in page.text
 
 
 def test_qrcode_create_without_the_scene_wrapper_is_scene_0(client, access_token):
@@ -195,9 +222,10 @@ def phone_scan(base: str, follower: str, **headers: str) -> tuple[str, requests.
     ``returning``), its request carrying ``headers``: ``(scene, the phone API's answer)``."""
     with requests.Session() as browser:
         browser.headers["Origin"] = base
-        scene = browser.post(f"{base}/api/login/qrcode", timeout=5).json()["scene"]
-        qrcodes = browser.get(f"{base}/_emulator/api/qrcodes", timeout=5).json()["qrcodes"]
-        [ticket] = [qrcode["ticket"] for qrcode in qrcodes if qrcode["scene_str"] == scene]
+        created = browser.post(f"{base}/api/login/qrcode", timeout=5).json()
+        # What the phone does with the url its camera read: open it, scan the ticket shown.
+        ticket = opened_ticket(browser.get(created["qrcode"], timeout=5).text)
+        scene = created["scene"]
         answer = browser.post(
             f"{base}/_emulator/api/scan",
             json={"ticket": ticket, "follower": follower},

@@ -9,8 +9,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request
 
+from .phone import qr_url
 from .state import TOKEN_SECONDS, emulator_state
 
 bp = Blueprint("api", __name__, url_prefix="/cgi-bin")
@@ -94,8 +95,8 @@ def _issue_token(api: str, params: Mapping[str, Any]) -> Response:
 def qrcode_create() -> Response:
     """``POST cgi-bin/qrcode/create?access_token=`` for temporary ``QR_SCENE``/``QR_STR_SCENE``.
 
-    The ``url`` returned is the emulator's scan page for the ticket, so the QR shown in the page
-    opens the emulated phone when scanned.
+    The ``url`` returned is the emulator's page for the ticket (``phone.qr_url``), so the QR
+    shown in the page opens the emulated phone when scanned.
     """
     errcode = _refusal("qrcode/create", needs_token=True)
     if errcode:
@@ -121,7 +122,7 @@ def qrcode_create() -> Response:
     return jsonify(
         ticket=ticket.ticket,
         expire_seconds=expire_seconds,
-        url=url_for("emulator.phone.scan_page", ticket=ticket.ticket, _external=True),
+        url=qr_url(ticket),
     )
 
 

@@ -21,11 +21,13 @@ MAX_LISTED_TICKETS = 50
 
 @dataclass(frozen=True)
 class Ticket:
-    """A live emulated QR code: its ticket, ``scene_str`` and expiry (epoch seconds)."""
+    """A live emulated QR code: its ticket, ``scene_str``, expiry (epoch seconds), and the
+    code that ends its ``url`` (``/q/<code>``: 22 URL-safe characters, like WeChat's)."""
 
     ticket: str
     scene_str: str
     expires_at: float
+    code: str
 
 
 class EmulatorState:
@@ -54,21 +56,24 @@ class EmulatorState:
             self._redis.delete(key)
 
     def create_ticket(self, scene_str: str, expire_seconds: int) -> Ticket:
-        """Store a new QR ticket. Tickets look like WeChat's: base64 with ``+/=``.
+        """Store a new QR ticket. Tickets look like WeChat's: base64 with ``+/=``; so does the
+        code of its url, which ``ticket_by_code`` resolves while the ticket lives.
 
         The list of tickets keeps the ``MAX_LISTED_TICKETS`` that expire last: a load test
         creates them by the thousand, and nobody lists them. Off the list a ticket still scans
         until it expires (its own key carries its life).
         """
         ticket = "gQ" + base64.b64encode(secrets.token_bytes(45)).decode()
+        code = secrets.token_urlsafe(16)
         expires_at = time.time() + expire_seconds
-        record = json.dumps({"scene_str": scene_str, "expires_at": expires_at})
+        record = json.dumps({"scene_str": scene_str, "expires_at": expires_at, "code": code})
         with self._redis.pipeline() as pipe:
             pipe.set(f"emulator:ticket:{ticket}", record, ex=expire_seconds)
+            pipe.set(f"emulator:qrcode:{code}", ticket, ex=expire_seconds)
             pipe.zadd("emulator:tickets", {ticket: expires_at})
             pipe.zremrangebyrank("emulator:tickets", 0, -MAX_LISTED_TICKETS - 1)
             pipe.execute()
-        return Ticket(ticket, scene_str, expires_at)
+        return Ticket(ticket, scene_str, expires_at, code)
 
     def get_ticket(self, ticket: str) -> Ticket | None:
         """A live ticket, or None when unknown or expired."""
@@ -76,7 +81,12 @@ class EmulatorState:
         if raw is None:
             return None
         record = json.loads(raw)
-        return Ticket(ticket, record["scene_str"], record["expires_at"])
+        return Ticket(ticket, record["scene_str"], record["expires_at"], record["code"])
+
+    def ticket_by_code(self, code: str) -> Ticket | None:
+        """The live ticket whose url ends in ``code``, or None when unknown or expired."""
+        ticket = self._redis.get(f"emulator:qrcode:{code}")
+        return self.get_ticket(ticket) if ticket is not None else None
 
     def live_tickets(self) -> list[Ticket]:
         """Every live ticket, newest first."""

@@ -334,14 +334,14 @@ def test_publish_before_a_workers_first_subscription_wakes_its_waiters(own_redis
     hub = LoginHub(redis.Redis(connection_pool=pool), channel=CHANNEL)
     held = pool.get_connection()
     try:
-        with hub.waiting("scene-1") as wakeups:
+        with hub.waiting("scene-1") as waiter:
             with redis.Redis.from_url(own_redis.url) as other_worker:
                 other_worker.publish(CHANNEL, json.dumps({"type": "attempt", "scene": "scene-1"}))
             assert not hub.subscribed.is_set()
             pool.release(held)
             held = None
             assert hub.subscribed.wait(PATIENCE_SECONDS)
-            assert wakeups.get(timeout=PATIENCE_SECONDS) == "scene-1"
+            assert waiter.wake.wait(PATIENCE_SECONDS)
     finally:
         if held is not None:
             pool.release(held)

@@ -189,7 +189,8 @@ class Config:
     #: office behind one NAT, and far below LOGIN_MAX_SOCKETS, so that no single client can
     #: fill a worker and leave others a 1013.
     LOGIN_MAX_SOCKETS_PER_IP = _env_int("LOGIN_MAX_SOCKETS_PER_IP", 200)
-    #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts).
+    #: Websocket keep-alive ping interval, in seconds (keep below proxies' idle timeouts): a
+    #: socket whose previous ping went unanswered is closed, so a dead peer goes within two.
     LOGIN_WS_PING_SECONDS = _env_int("LOGIN_WS_PING_SECONDS", 25)
 
     #: The login methods offered, in order, comma-separated: ``scan`` (a parametric QR code),

@@ -195,7 +195,8 @@ def create_app(
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.config["SOCK_SERVER_OPTIONS"] = {
-        "ping_interval": app.config["LOGIN_WS_PING_SECONDS"],
+        # No ping_interval: the login socket pings from its own wake (app/views/ws.py), so
+        # that simple-websocket's reader needs no selector and no timer of its own.
         # We only ever receive tiny frames (if any): refuse anything larger.
         "max_message_size": 1024,
     }

@@ -4,8 +4,6 @@ limited them."""
 import re
 import textwrap
 
-from app.views.ws import IDLE_CHECK_SECONDS
-
 from .pages import RECONNECT_DELAYS_SECONDS
 from .polling import POLL_INTERVALS_SECONDS
 from .push import CALLBACK_CONNECTIONS, LOST_AFTER_SECONDS
@@ -300,12 +298,12 @@ def _memory_note(results: Results) -> str:
     return (
         f"- **Memory per socket** ({rss:.1f} KiB, {rss - TARGET_RSS_PER_SOCKET_KB:.1f} KiB over): "
         "for its whole life a waiting socket keeps gunicorn's parsed request and WSGI environ,"
-        " Flask's request context, two greenlets with their saved stacks (the view, parked on the"
-        " hub's queue, and simple-websocket's reader), a gevent selector for the ping timer,"
-        " wsproto's state and the hub's queue. A tracemalloc snapshot of one worker holding 2,000"
-        " sockets (taken outside the benchmark) finds about two thirds of it in Python objects:"
-        " the view's frames about 5 KiB, gunicorn's request about 4 KiB, the selector about"
-        " 4 KiB, the hub's queue and the greenlets about 2.5 KiB each."
+        " Flask's request context, two greenlets with their saved stacks (the view, parked on"
+        " its websocket's event, and simple-websocket's reader, blocked in recv) and wsproto's"
+        " state; no selector and no queue of its own (52.5 KiB with them, before issue 13). A"
+        " tracemalloc snapshot of one worker holding 2,000 sockets (taken outside the benchmark,"
+        " with them) found the view's frames about 5 KiB, gunicorn's request about 4 KiB and the"
+        " greenlets about 2.5 KiB each."
     )
 
 
@@ -314,11 +312,11 @@ def _idle_note(results: Results) -> str:
     return (
         f"- **Idle CPU** ({cores(idle.server)} for {results.deployment.holding.opened.held:,}"
         f" sockets): every second each worker's hub reads the status of every socket it holds"
-        f" ({idle.sweep_commands / idle.seconds:,.0f} HGETs/s measured here), and every"
-        f" {IDLE_CHECK_SECONDS:g} s each socket wakes to check that its browser is still there;"
-        " pings come every 25 s. Outside"
-        " the benchmark, one worker idling with 5,000 sockets used 23 % of a core, and 15 % with"
-        " the sweep put off (`LOGIN_RECHECK_SECONDS=100000`): the sweep is about a third."
+        f" ({idle.sweep_commands / idle.seconds:,.0f} HGETs/s measured here), and every 25 s"
+        " (`LOGIN_WS_PING_SECONDS`) each socket wakes once to ping its browser and check the"
+        " last ping was answered, and its reader wakes for the answer. Outside the benchmark,"
+        " 10,000 sockets on 2 workers idled at 13-19 % of a core, and 6-12 % with the sweep put"
+        " off (`LOGIN_RECHECK_SECONDS=100000`), the machine shared with other work."
     )
 
 

@@ -21,7 +21,6 @@ subscription is a fault of its own, tested on its own.
 
 import json
 import os
-import queue
 import signal
 import threading
 import time
@@ -35,7 +34,7 @@ import redis
 import requests
 import websocket
 
-from app.login.hub import LoginHub
+from app.login.hub import LoginHub, Waiter
 from app.wechat.delivery import scan_event
 from app.wechat.messages import parse_fields
 from tests.conftest import ACCOUNT_ID, RedisServer, ServerProcesses, deliver
@@ -296,12 +295,14 @@ class LateHub(LoginHub):
         self._before_register: Callable[[str], None] | None = before_register
 
     @contextmanager
-    def waiting(self, scene: str, client: str = "") -> Iterator[queue.SimpleQueue[str]]:
+    def waiting(
+        self, scene: str, client: str = "", wake: threading.Event | None = None
+    ) -> Iterator[Waiter]:
         before_register, self._before_register = self._before_register, None
         if before_register is not None:
             before_register(scene)
-        with super().waiting(scene, client) as wakeups:
-            yield wakeups
+        with super().waiting(scene, client, wake) as waiter:
+            yield waiter
 
 
 def test_scan_landing_between_the_handshake_and_registering_is_delivered(
@@ -333,14 +334,14 @@ def test_publish_before_a_workers_first_subscription_wakes_its_waiters(own_redis
     hub = LoginHub(redis.Redis(connection_pool=pool), channel=CHANNEL)
     held = pool.get_connection()
     try:
-        with hub.waiting("scene-1") as wakeups:
+        with hub.waiting("scene-1") as waiter:
             with redis.Redis.from_url(own_redis.url) as other_worker:
                 other_worker.publish(CHANNEL, json.dumps({"type": "attempt", "scene": "scene-1"}))
             assert not hub.subscribed.is_set()
             pool.release(held)
             held = None
             assert hub.subscribed.wait(PATIENCE_SECONDS)
-            assert wakeups.get(timeout=PATIENCE_SECONDS) == "scene-1"
+            assert waiter.wake.wait(PATIENCE_SECONDS)
     finally:
         if held is not None:
             pool.release(held)

@@ -1,11 +1,11 @@
 """The cross-worker push on a real Redis: each LoginHub plays one worker process."""
 
-import queue
+import threading
 
 import pytest
 import redis
 
-from app.login.hub import LoginHub
+from app.login.hub import LoginHub, Waiter
 
 
 @pytest.fixture
@@ -24,22 +24,30 @@ def make_hub(redis_url):
         hub.close()
 
 
-def settle(hub: LoginHub, *waiters: queue.SimpleQueue) -> None:
+def woken(waiter: Waiter, timeout: float) -> bool:
+    """Whether the waiter is woken within ``timeout`` seconds; the wake is taken, as a socket
+    takes it."""
+    if not waiter.wake.wait(timeout):
+        return False
+    waiter.wake.clear()
+    return True
+
+
+def settle(hub: LoginHub, *waiters: Waiter) -> None:
     """Wait for the hub's subscription, and take the wake-up it gives every waiter (a publish
     before it could not reach them, so they must re-read)."""
     assert hub.subscribed.wait(5)
-    for wakeups in waiters:
-        assert wakeups.get(timeout=2)
+    for waiter in waiters:
+        assert woken(waiter, 2)
 
 
 def test_publish_on_one_worker_wakes_the_waiter_on_another(make_hub):
     worker_a, worker_b = make_hub(), make_hub()
-    with worker_a.waiting("scene-1") as wakeups, worker_a.waiting("scene-2") as other:
-        settle(worker_a, wakeups, other)
+    with worker_a.waiting("scene-1") as waiter, worker_a.waiting("scene-2") as other:
+        settle(worker_a, waiter, other)
         worker_b.publish("scene-1")
-        assert wakeups.get(timeout=2) == "scene-1"
-        with pytest.raises(queue.Empty):
-            other.get(timeout=0.3)
+        assert woken(waiter, 2)
+        assert not woken(other, 0.3)
 
 
 def test_waiter_is_forgotten_when_it_leaves(make_hub):
@@ -51,14 +59,13 @@ def test_waiter_is_forgotten_when_it_leaves(make_hub):
 
 def test_malformed_messages_are_ignored_and_the_listener_carries_on(make_hub, redis_client):
     hub = make_hub()
-    with hub.waiting("scene-1") as wakeups:
-        settle(hub, wakeups)
+    with hub.waiting("scene-1") as waiter:
+        settle(hub, waiter)
         for garbage in ("not json", "[1, 2]", '{"type": "other", "scene": "scene-1"}', "{}"):
             redis_client.publish("login:attempts", garbage)
+        assert not woken(waiter, 0.3)
         hub.publish("scene-1")
-        assert wakeups.get(timeout=2) == "scene-1"
-        with pytest.raises(queue.Empty):
-            wakeups.get(timeout=0.3)
+        assert woken(waiter, 2)
 
 
 def test_killed_subscription_reconnects_and_wakes_every_waiter(redis_server, make_hub):
@@ -66,12 +73,31 @@ def test_killed_subscription_reconnects_and_wakes_every_waiter(redis_server, mak
     # the other test runs and a developer's running app too.
     own_redis = redis_server()
     hub = make_hub(own_redis.url)
-    with hub.waiting("scene-1") as wakeups:
-        settle(hub, wakeups)
+    with hub.waiting("scene-1") as waiter:
+        settle(hub, waiter)
         with redis.Redis.from_url(own_redis.url) as admin:
             assert admin.client_kill_filter(_type="pubsub") == 1
         # Whatever was published while it was away is lost: every waiter is woken to re-read.
-        assert wakeups.get(timeout=5) == "scene-1"
+        assert woken(waiter, 5)
         assert hub.subscribed.wait(5)
         hub.publish("scene-1")
-        assert wakeups.get(timeout=2) == "scene-1"
+        assert woken(waiter, 2)
+
+
+def test_a_waiter_wakes_on_the_event_it_brings(make_hub):
+    # A socket brings the event its reader sets when the browser talks or leaves.
+    hub, event = make_hub(), threading.Event()
+    with hub.waiting("scene-1", wake=event) as waiter:
+        settle(hub, waiter)
+        hub.publish("scene-1")
+        assert event.wait(2)
+
+
+def test_a_third_waiter_sends_the_oldest_away(make_hub):
+    hub = make_hub()
+    with hub.waiting("scene-1") as oldest, hub.waiting("scene-1") as older:
+        settle(hub, oldest, older)
+        with hub.waiting("scene-1") as newest:
+            assert woken(oldest, 2) and oldest.replaced
+            assert not older.replaced and not newest.replaced
+            assert not woken(older, 0.3)

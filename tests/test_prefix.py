@@ -2,12 +2,11 @@
 deployment (``REDIS_KEY_PREFIX``, by default after the database), so two deployments on one
 server never meet."""
 
-import queue
-
 import pytest
 import redis
 
 from app import create_app
+from app.login.hub import Waiter
 from config import TestingConfig
 from tests.conftest import TEST_REDIS_URL, page_client, say, sign_in
 
@@ -60,26 +59,25 @@ def two_deployments(redis_url):
         app.extensions["wechat_login"].hub.close()
 
 
-def woken(wakeups: queue.SimpleQueue, seconds: float) -> bool:
-    try:
-        wakeups.get(timeout=seconds)
-    except queue.Empty:
+def woken(waiter: Waiter, seconds: float) -> bool:
+    if not waiter.wake.wait(seconds):
         return False
+    waiter.wake.clear()
     return True
 
 
 def test_deployments_in_two_databases_do_not_wake_each_other(two_deployments):
     production, staging = (app.extensions["wechat_login"].hub for app in two_deployments)
     scene = "1714036504000-5f1d3c9a8b7e6d5c4b3a2910"
-    with staging.waiting(scene) as wakeups:
+    with staging.waiting(scene) as waiter:
         assert staging.subscribed.wait(5)
-        while woken(wakeups, 0.2):  # the wake-up every waiter gets once subscribed
+        while woken(waiter, 0.2):  # the wake-up every waiter gets once subscribed
             pass
 
         production.publish(scene)
-        crossed = woken(wakeups, 1.0)
+        crossed = woken(waiter, 1.0)
         staging.publish(scene)  # the same publish in its own deployment does wake it
-        own = woken(wakeups, 5.0)
+        own = woken(waiter, 5.0)
 
     assert not crossed
     assert own

@@ -1,6 +1,7 @@
 """The login websocket against a live threaded server, with a real websocket client."""
 
 import json
+import socket
 import time
 
 import pytest
@@ -173,6 +174,51 @@ def test_server_keeps_the_connection_alive_with_pings(live_server, start_login, 
     assert json.loads(ws.recv())["status"] == "waiting"
     opcode, _ = ws.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_PING
+
+
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_WS_PING_SECONDS": 1}])
+def test_a_browser_that_answers_pings_is_kept(app, live_server, start_login, open_socket):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+    for _ in range(3):  # each read answers the ping it returns, as a browser does
+        opcode, _ = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PING
+    assert app.extensions["wechat_login"].hub.waiting_count() == 1
+
+
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_WS_PING_SECONDS": 1}])
+def test_a_dead_peer_is_closed_and_its_socket_freed(app, live_server, start_login, open_socket):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+    time.sleep(2.5)  # reads nothing, so answers no ping: as a peer that vanished
+    ws.settimeout(3)
+    opcode, data = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_PING  # the one it never answered
+    opcode, data = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(data[:2], "big") == 1008
+    wait_until_no_socket_waits(app)
+
+
+def test_a_browser_that_left_is_noticed_at_once(app, live_server, start_login, open_socket):
+    # Long before any ping (25 s): the socket's reader wakes it when the connection ends.
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+    ws.sock.shutdown(socket.SHUT_RDWR)  # gone without a close frame, as a closed laptop lid
+    wait_until_no_socket_waits(app)
+
+
+def test_a_browser_that_talks_is_closed_with_1008(app, live_server, start_login, open_socket):
+    browser, attempt = start_login()
+    ws = open_socket(browser, attempt["ws"])
+    assert json.loads(ws.recv())["status"] == "waiting"
+    ws.send("hello")  # our page never sends anything
+    ws.settimeout(2)
+    assert ws_frames(ws, code=1008) == []
+    wait_until_no_socket_waits(app)
 
 
 # Two tabs of one browser share its attempt (its live QR code)

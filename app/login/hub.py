@@ -2,7 +2,7 @@
 
 Modelled on python-socketio's ``PubSubManager``: one Redis subscription per process, opened by a
 listener thread started on first use (so after gunicorn forks), and a local registry of which
-queues wait for which scene. Messages are JSON ``{"type": "attempt", "scene": str}``.
+waiters wait for which scene. Messages are JSON ``{"type": "attempt", "scene": str}``.
 
 Pub/sub delivers at most once, so it only ever wakes a waiter: the result itself is written to
 Redis before the publish, and a waiter registers, then reads, then waits. Each process also
@@ -14,11 +14,11 @@ import collections
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import redis
 
@@ -37,9 +37,20 @@ SWEEP_BATCH = 200
 #: sends the oldest away, so no browser can hold sockets without end on one QR code.
 MAX_WAITERS_PER_SCENE = 2
 
-#: Put in a waiter's queue, instead of its scene, when a newer waiter took its place: it
-#: should leave for good (no login scene is spelled like this).
-REPLACED = "replaced"
+
+@dataclass(eq=False, slots=True)
+class Waiter:
+    """One waiter's registration with the hub.
+
+    Attributes:
+        wake: set each time its attempt may have changed, and when it is sent away; the waiter
+            clears it, then re-reads the attempt.
+        replaced: True once a newer waiter on its scene took its place: it should leave for
+            good.
+    """
+
+    wake: threading.Event = field(default_factory=threading.Event)
+    replaced: bool = False
 
 
 class LoginHub:
@@ -66,7 +77,7 @@ class LoginHub:
         self._sweep_seconds = sweep_seconds
         self._channel = channel
         # Oldest first, so that a third waiter on a scene can send the oldest away.
-        self._waiters: dict[str, list[queue.SimpleQueue[str]]] = {}
+        self._waiters: dict[str, list[Waiter]] = {}
         self._per_client: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
@@ -91,33 +102,39 @@ class LoginHub:
         return self._channel, json.dumps({"type": "attempt", "scene": scene})
 
     @contextmanager
-    def waiting(self, scene: str, client: str = "") -> Iterator[queue.SimpleQueue[str]]:
+    def waiting(
+        self, scene: str, client: str = "", wake: threading.Event | None = None
+    ) -> Iterator[Waiter]:
         """Register a waiter for ``scene`` for the duration of the ``with`` block.
 
         Args:
             scene: the attempt waited on.
             client: who waits (the client's address or network), counted by
                 ``waiting_count(client)`` until the block ends.
+            wake: the event to set on each wake; None: a new one. A socket passes the event its
+                reader already sets when the browser talks or leaves, so that one wait covers
+                both and no other object is kept per socket.
 
         Yields:
-            A queue that receives the scene each time its attempt may have changed, or
-            ``REPLACED`` once a newer waiter on the scene took its place (the
-            ``MAX_WAITERS_PER_SCENE`` newest are kept). The caller must read the state after
-            entering the block, and again on every wake or timeout.
+            The ``Waiter``: its ``wake`` is set each time the attempt may have changed, and once
+            it is ``replaced`` by a newer waiter on the scene (the ``MAX_WAITERS_PER_SCENE``
+            newest are kept). The caller must read the state after entering the block, and
+            again after every wake or timeout.
         """
         self._ensure_listener()
-        wakeups: queue.SimpleQueue[str] = queue.SimpleQueue()
+        waiter = Waiter(wake) if wake is not None else Waiter()
         with self._lock:
             waiters = self._waiters.setdefault(scene, [])
-            waiters.append(wakeups)
+            waiters.append(waiter)
             replaced = waiters[:-MAX_WAITERS_PER_SCENE]
             del waiters[:-MAX_WAITERS_PER_SCENE]
             self._per_client[client] += 1
         for oldest in replaced:
-            oldest.put(REPLACED)
+            oldest.replaced = True
+            oldest.wake.set()
         WAITING_SOCKETS.inc()
         try:
-            yield wakeups
+            yield waiter
         finally:
             WAITING_SOCKETS.dec()
             with self._lock:
@@ -125,8 +142,8 @@ class LoginHub:
                 if not self._per_client[client]:
                     del self._per_client[client]
                 waiters = self._waiters.get(scene)
-                if waiters is not None and wakeups in waiters:
-                    waiters.remove(wakeups)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[scene]
 
@@ -231,8 +248,8 @@ class LoginHub:
     def _wake(self, scene: str) -> None:
         with self._lock:
             waiters = list(self._waiters.get(scene, ()))
-        for wakeups in waiters:
-            wakeups.put(scene)
+        for waiter in waiters:
+            waiter.wake.set()
 
     def _wake_all(self) -> None:
         with self._lock:

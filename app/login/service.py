@@ -3,7 +3,7 @@ redeem the code."""
 
 import enum
 import logging
-import queue
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -15,7 +15,7 @@ from ..wechat.client import QRCode, WeChatClient
 from ..wechat.dedupe import RetryLedger
 from ..wechat.errors import WeChatAPIError
 from ..wechat.messages import Message, ScanEvent
-from .hub import LoginHub
+from .hub import LoginHub, Waiter
 from .methods import API_UNAUTHORIZED, MESSAGE, SCAN, LoginMethods
 from .methods.message import SLOWED_REPLY, WRONG_CODE_REPLY, MessageCodes, as_code
 from .store import (
@@ -130,9 +130,11 @@ class LoginService:
         """The user record of ``openid``, or None."""
         return self.users.get(openid)
 
-    def waiting(self, scene: str, client: str) -> AbstractContextManager[queue.SimpleQueue[str]]:
+    def waiting(
+        self, scene: str, client: str, wake: threading.Event | None = None
+    ) -> AbstractContextManager[Waiter]:
         """Wait for changes to ``scene``'s attempt (see ``LoginHub.waiting``)."""
-        return self.hub.waiting(scene, client)
+        return self.hub.waiting(scene, client, wake)
 
     def waiting_count(self, client: str | None = None) -> int:
         """Pages waiting in this process: all, or those of ``client``."""

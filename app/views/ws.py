@@ -12,7 +12,6 @@ oldest away with ``REPLACED_CLOSE_CODE``, on which the page does not reconnect.
 import contextlib
 import json
 import logging
-import queue
 import socket
 import time
 from typing import Any
@@ -20,12 +19,11 @@ from typing import Any
 import redis
 from flask import Blueprint, abort, current_app, g, request
 from simple_websocket import Server
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, Ping
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ..extensions import client_network, login_service, sock
-from ..login.hub import REPLACED
 from ..login.store import Attempt, Status
 from ..metrics import EXPIRED, SCAN_TO_PUSH
 from .cookies import browser_hash
@@ -41,10 +39,6 @@ REPLACED_CLOSE_CODE = 4001
 
 #: How long to wait for the browser's answer to our close frame, in seconds.
 CLOSE_HANDSHAKE_SECONDS = 2.0
-
-#: How often a waiting socket checks, locally, that its browser is still there and silent
-#: (no Redis involved; the hub's sweep re-reads the state).
-IDLE_CHECK_SECONDS = 15.0
 
 
 @bp.before_request
@@ -103,24 +97,26 @@ def _serve(ws: Server, scene: str) -> None:
         # Full: keep the slots WeChat's callback needs; the page tries again shortly.
         _close_handshake(ws, CloseReason.TRY_AGAIN_LATER)
         return
-    with service.waiting(scene, g.client) as wakeups:
+    ping_seconds = current_app.config["LOGIN_WS_PING_SECONDS"]
+    # One wait covers everything: the hub sets the event simple-websocket's reader sets when
+    # the browser talks or leaves, so a socket needs no queue of its own and notices a
+    # browser that left at once.
+    with service.waiting(scene, g.client, wake=ws.event) as waiter:
         attempt = _reread(scene, g.attempt)
         ws.send(json.dumps({"status": "waiting", "expires_in": _expires_in(attempt)}))
         told_scanned = False
+        next_ping = time.monotonic() + ping_seconds
         while (frame := _terminal_frame(attempt)) is None:
             if attempt.status is Status.SCANNED and not told_scanned:
                 ws.send(json.dumps({"status": "scanned"}))
                 told_scanned = True
             left = attempt.expires_at - time.time()
-            try:
-                wakeup = wakeups.get(timeout=max(min(IDLE_CHECK_SECONDS, left), 0.01))
-            except queue.Empty:
-                wakeup = None
-                if left > IDLE_CHECK_SECONDS:
-                    if not _browser_still_listening(ws):
-                        return  # gone (it resumes by reconnecting), or talking: closed
-                    continue  # nothing happened: no need to ask Redis
-            if wakeup == REPLACED:
+            woken = ws.event.wait(max(min(next_ping - time.monotonic(), left), 0.01))
+            if woken:
+                # Cleared before anything is read: a wake from now on is seen by the next
+                # wait (and one that comes after a timeout is left set for it).
+                ws.event.clear()
+            if waiter.replaced:
                 # Newer tabs of this browser wait on the same QR code: this one steps aside.
                 _close_handshake(ws, REPLACED_CLOSE_CODE)
                 return
@@ -129,7 +125,14 @@ def _serve(ws: Server, scene: str) -> None:
                 # reconnects to another worker and reads the same state there.
                 _close_handshake(ws, CloseReason.GOING_AWAY)
                 return
-            attempt = _reread(scene, attempt)
+            if not _browser_still_listening(ws):
+                return  # gone (it resumes by reconnecting), or talking: closed
+            if time.monotonic() >= next_ping:
+                if not _ping(ws):
+                    return  # dead (closed) or gone
+                next_ping = time.monotonic() + ping_seconds
+            if woken or time.time() >= attempt.expires_at:
+                attempt = _reread(scene, attempt)
     ws.send(json.dumps(frame))
     _count(frame, attempt)
     log.info("login socket answered scene=%s status=%s", scene, frame["status"])
@@ -141,9 +144,27 @@ def _browser_still_listening(ws: Server) -> bool:
     closed, so no client can make us queue its messages."""
     if not ws.connected:
         return False
-    if ws.receive(timeout=0) is not None:
+    if ws.input_buffer:
         _close_handshake(ws, CloseReason.POLICY_VIOLATION)
         return False
+    return True
+
+
+def _ping(ws: Server) -> bool:
+    """Ping the browser, once it answered the previous ping; False if it did not (a dead peer:
+    then it is closed) or could not be sent to (it left).
+
+    The socket's own wake sends the ping, rather than simple-websocket's ping timer, which
+    needs a selector and a wake of its own per socket: this way a waiting socket has one timer.
+    """
+    if not ws.pong_received:
+        _close_handshake(ws, CloseReason.POLICY_VIOLATION)
+        return False
+    ws.pong_received = False
+    try:
+        ws.sock.send(ws.ws.send(Ping()))
+    except (OSError, LocalProtocolError):
+        return False  # it left, or closed first; its reader ends the connection
     return True
 
 

@@ -136,6 +136,7 @@ def create_app(
             sweep_seconds=app.config["LOGIN_RECHECK_SECONDS"],
             # Pub/sub ignores the database number: the channel is named after the deployment.
             channel=f"{prefix}login:attempts",
+            stream=f"{prefix}login:changes",
         ),
         retries=RetryLedger(redis_client, prefix=prefix),
         unionids=UnionidLookups(wechat, users.set_unionid),

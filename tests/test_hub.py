@@ -1,11 +1,12 @@
 """The cross-worker push on a real Redis: each LoginHub plays one worker process."""
 
 import threading
+import time
 
 import pytest
 import redis
 
-from app.login.hub import LoginHub, Waiter
+from app.login.hub import FULL_SWEEP_EVERY, LoginHub, Waiter
 
 
 @pytest.fixture
@@ -101,3 +102,77 @@ def test_a_third_waiter_sends_the_oldest_away(make_hub):
             assert woken(oldest, 2) and oldest.replaced
             assert not older.replaced and not newest.replaced
             assert not woken(older, 0.3)
+
+
+#: The sweep interval of the sweep tests, in seconds.
+SWEEP_SECONDS = 0.05
+
+
+@pytest.fixture
+def make_sweeping_hub(redis_url):
+    """Hubs that sweep every ``SWEEP_SECONDS``, reading statuses from ``statuses`` (scene ->
+    status; "waiting" when unnamed), on a channel nobody publishes on."""
+    hubs = []
+
+    def make(statuses: dict[str, str]) -> LoginHub:
+        hub = LoginHub(
+            redis.Redis.from_url(redis_url, decode_responses=True),
+            statuses=lambda scenes: [statuses.get(scene, "waiting") for scene in scenes],
+            sweep_seconds=SWEEP_SECONDS,
+            channel="silent",
+        )
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.close()
+
+
+def test_a_change_whose_push_was_lost_is_found_in_the_stream(make_sweeping_hub, redis_client):
+    # Every status reads "waiting": only the stream can tell this waiter its attempt changed.
+    hub = make_sweeping_hub({})
+    with hub.waiting("scene-1") as waiter, hub.waiting("scene-2") as other:
+        settle(hub, waiter, other)
+        time.sleep(3 * SWEEP_SECONDS)  # past the first sweep, which reads every status
+        waiter.wake.clear()
+        other.wake.clear()
+
+        _, _, stream = hub.announcement("scene-1")
+        redis_client.xadd(stream, {"scene": "scene-1"})  # its PUBLISH lost
+
+        assert woken(waiter, 10 * SWEEP_SECONDS)
+        assert not woken(other, 5 * SWEEP_SECONDS)
+
+
+def test_a_change_that_announced_nothing_is_found_by_a_full_sweep(make_sweeping_hub, redis_client):
+    statuses = {}
+    hub = make_sweeping_hub(statuses)
+    with hub.waiting("scene-1") as waiter:
+        settle(hub, waiter)
+        time.sleep(3 * SWEEP_SECONDS)
+        waiter.wake.clear()
+
+        statuses["scene-1"] = "confirmed"  # written by hand: no push, nothing in the stream
+
+        assert woken(waiter, (FULL_SWEEP_EVERY + 5) * SWEEP_SECONDS)
+
+
+def test_a_sweep_that_lost_its_place_in_the_stream_reads_every_status(
+    make_sweeping_hub, redis_client
+):
+    statuses = {}
+    hub = make_sweeping_hub(statuses)
+    _, _, stream = hub.announcement("scene-1")
+    redis_client.xadd(stream, {"scene": "elsewhere"})
+    with hub.waiting("scene-1") as waiter:
+        settle(hub, waiter)
+        time.sleep(3 * SWEEP_SECONDS)  # the sweep now holds its place in the stream
+        waiter.wake.clear()
+
+        # A burst trims the stream past that place; this scene's change is among the lost.
+        statuses["scene-1"] = "confirmed"
+        redis_client.delete(stream)
+        redis_client.xadd(stream, {"scene": "another"})
+
+        assert woken(waiter, 10 * SWEEP_SECONDS)

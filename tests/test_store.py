@@ -142,7 +142,7 @@ def test_a_change_is_announced_in_the_same_step_after_the_write(store, attempt, 
     listener = redis_client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe("attempts")
     listener.get_message(timeout=1.0)
-    announce = ("attempts", f"changed {SCENE}")
+    announce = ("attempts", f"changed {SCENE}", "changes")
 
     store.mark_scanned(SCENE, "oScanner", announce=announce)
     scanned = listener.get_message(timeout=1.0)
@@ -154,6 +154,8 @@ def test_a_change_is_announced_in_the_same_step_after_the_write(store, attempt, 
     assert [scanned["data"], confirmed["data"]] == [f"changed {SCENE}"] * 2
     assert listener.get_message(timeout=0.2) is None
     listener.close()
+    # The same two changes in the stream the hubs' sweeps read, should a push be lost.
+    assert [fields for _, fields in redis_client.xrange("changes")] == [{"scene": SCENE}] * 2
 
 
 def test_a_login_is_counted_once_however_its_record_is_completed(
@@ -202,11 +204,14 @@ def test_a_retry_of_an_answered_callback_changes_nothing(store, attempt, redis_c
     listener.subscribe("attempts")
     listener.get_message(timeout=1.0)
 
-    retried = store.mark_scanned(SCENE, "oScanner", announce=("attempts", "x"), claim=claim)
+    retried = store.mark_scanned(
+        SCENE, "oScanner", announce=("attempts", "x", "changes"), claim=claim
+    )
 
     assert retried == (ConfirmOutcome.RETRIED, None)
     assert store.get_attempt(SCENE).status is Status.CANCELLED
     assert listener.get_message(timeout=0.2) is None
+    assert not redis_client.exists("changes")
     listener.close()
 
 

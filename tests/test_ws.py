@@ -161,8 +161,13 @@ def test_a_lost_push_costs_a_recheck_not_a_login(app, live_server, start_login, 
     browser, attempt = start_login()
     ws = open_socket(browser, attempt["ws"])
     assert json.loads(ws.recv())["status"] == "waiting"
-    # Confirm in Redis without publishing: as if the pub/sub message were lost.
-    app.extensions["wechat_login"].store.confirm(attempt["scene"], "oLostPush0000000000000000001")
+    # Confirmed and announced, but on a channel nobody listens to: as if the pub/sub message
+    # were lost. The change is still in the stream the sweep reads.
+    service = app.extensions["wechat_login"]
+    _, message, stream = service.hub.announcement(attempt["scene"])
+    service.store.confirm(
+        attempt["scene"], "oLostPush0000000000000000001", announce=("nobody", message, stream)
+    )
     ws.settimeout(2)
     assert [frame["status"] for frame in ws_frames(ws)] == ["confirmed"]
 

@@ -5,9 +5,11 @@ listener thread started on first use (so after gunicorn forks), and a local regi
 waiters wait for which scene. Messages are JSON ``{"type": "attempt", "scene": str}``.
 
 Pub/sub delivers at most once, so it only ever wakes a waiter: the result itself is written to
-Redis before the publish, and a waiter registers, then reads, then waits. Each process also
-sweeps its waiters about once a second (one pipelined read of every status it waits on) and
-wakes those whose attempt moved on, so a message it missed costs at most a sweep, never a login.
+Redis before the publish, and a waiter registers, then reads, then waits. Every announcement
+also adds the scene to a capped Redis stream, which each process sweeps about once a second,
+waking the waiters of the scenes added since its last sweep: a message it missed costs at most
+a sweep, never a login, and a sweep reads what changed rather than every socket's status (it
+reads every status at start, when it lost its place, and every ``FULL_SWEEP_EVERY`` sweeps).
 """
 
 import collections
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import redis
 
 from ..metrics import WAITING_SOCKETS
+from .store import CHANGES_KEPT
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,12 @@ RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 #: Statuses read per pipeline by the sweep: small enough that reading and parsing a batch
 #: holds the worker for well under a millisecond, since it yields between batches.
 SWEEP_BATCH = 200
+
+
+#: Every this many sweeps, the sweep reads every waiter's status even when the stream says
+#: nothing changed: a write that announced nothing (made by hand, or a restored backup) is
+#: still found within this many sweeps.
+FULL_SWEEP_EVERY = 30
 
 #: Waiters one process keeps per scene: two tabs of a browser share its attempt; a third
 #: sends the oldest away, so no browser can hold sockets without end on one QR code.
@@ -62,6 +71,8 @@ class LoginHub:
             turns the sweep off.
         sweep_seconds: how often the sweep runs, in seconds.
         channel: the pub/sub channel shared by every worker.
+        stream: the Redis stream every change is also added to (capped at
+            ``CHANGES_KEPT``), so that the sweep reads what changed rather than every status.
     """
 
     def __init__(
@@ -71,11 +82,13 @@ class LoginHub:
         statuses: Callable[[list[str]], list[str | None]] | None = None,
         sweep_seconds: float = 1.0,
         channel: str = "login:attempts",
+        stream: str = "login:changes",
     ) -> None:
         self._redis = redis_client
         self._statuses = statuses
         self._sweep_seconds = sweep_seconds
         self._channel = channel
+        self._stream = stream
         # Oldest first, so that a third waiter on a scene can send the oldest away.
         self._waiters: dict[str, list[Waiter]] = {}
         self._per_client: collections.Counter[str] = collections.Counter()
@@ -93,13 +106,18 @@ class LoginHub:
         Raises:
             redis.RedisError: Redis could not be reached.
         """
-        self._redis.publish(*self.announcement(scene))
+        channel, message, stream = self.announcement(scene)
+        with self._redis.pipeline() as pipe:
+            pipe.xadd(stream, {"scene": scene}, maxlen=CHANGES_KEPT, approximate=True)
+            pipe.publish(channel, message)
+            pipe.execute()
 
-    def announcement(self, scene: str) -> tuple[str, str]:
-        """``(channel, message)`` telling every worker that ``scene``'s attempt changed, for a
-        writer that publishes it itself, after its write and in the same step
-        (``LoginStore.confirm``)."""
-        return self._channel, json.dumps({"type": "attempt", "scene": scene})
+    def announcement(self, scene: str) -> tuple[str, str, str]:
+        """``(channel, message, stream)`` telling every worker that ``scene``'s attempt
+        changed, for a writer that announces it itself, after its write and in the same step
+        (``LoginStore.confirm``): publish ``message`` on ``channel``, and add ``{"scene":
+        scene}`` to ``stream`` (capped at ``CHANGES_KEPT``)."""
+        return self._channel, json.dumps({"type": "attempt", "scene": scene}), self._stream
 
     @contextmanager
     def waiting(
@@ -229,21 +247,60 @@ class LoginHub:
         self._wake(scene)
 
     def _sweep(self) -> None:
+        """Wake the waiters whose attempt changed since the last sweep: those the stream of
+        changes names, or (the first time, after an error, when the stream was trimmed past
+        the last change seen, and every ``FULL_SWEEP_EVERY`` sweeps) those whose status
+        moved on. A push that never arrived costs a sweep, and a sweep costs a read of what
+        changed, not of every socket."""
+        last_id: str | None = None  # the last change seen; None: read every status
+        sweeps = 0
         while not self._stopping.wait(self._sweep_seconds):
-            with self._lock:
-                scenes = list(self._waiters)
             try:
-                for start in range(0, len(scenes), SWEEP_BATCH):
-                    batch = scenes[start : start + SWEEP_BATCH]
-                    for scene, status in zip(batch, self._statuses(batch), strict=True):
-                        if status != "waiting":  # moved on, or gone (expired)
-                            self._wake(scene)
-                    # Let the sockets and callbacks run between batches: under gevent this
-                    # thread is a greenlet, and a sweep of thousands would otherwise hold the
-                    # whole worker for tens of ms every second.
-                    time.sleep(0)
+                last_id, changed = self._changes_since(last_id)
+                if changed is None or sweeps % FULL_SWEEP_EVERY == 0:
+                    self._sweep_statuses()
+                else:
+                    for scene in changed:
+                        self._wake(scene)
+                sweeps += 1
             except redis.RedisError as exc:
+                last_id = None
                 log.warning("login hub sweep could not read Redis: %s", exc)
+
+    def _changes_since(self, last_id: str | None) -> tuple[str, list[str] | None]:
+        """``(the newest change's id, the scenes changed after last_id)``, in one round trip;
+        the scenes are None when they cannot be known (no last id, the stream lost, or trimmed
+        past it): then every status must be read."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(self._stream, count=1)
+            pipe.xrevrange(self._stream, count=1)
+            if last_id is not None:
+                pipe.xrange(self._stream, min=f"({last_id}", count=CHANGES_KEPT)
+            oldest, newest, *since = pipe.execute()
+        newest_id = newest[0][0] if newest else "0-0"
+        if last_id is None:
+            return newest_id, None
+        if not oldest and last_id != "0-0":
+            return newest_id, None  # the stream is gone: Redis lost it
+        if oldest and _stream_id(oldest[0][0]) > _stream_id(last_id) and last_id != "0-0":
+            return newest_id, None  # trimmed past the last change seen
+        entries = since[0]
+        return (entries[-1][0] if entries else last_id), [
+            fields.get("scene", "") for _, fields in entries
+        ]
+
+    def _sweep_statuses(self) -> None:
+        with self._lock:
+            scenes = list(self._waiters)
+        for start in range(0, len(scenes), SWEEP_BATCH):
+            batch = scenes[start : start + SWEEP_BATCH]
+            for scene, status in zip(batch, self._statuses(batch), strict=True):
+                if status != "waiting":  # moved on, or gone (expired)
+                    self._wake(scene)
+            # Let the sockets and callbacks run between batches: under gevent this thread is
+            # a greenlet, and a sweep of thousands would otherwise hold the whole worker for
+            # tens of ms every second.
+            time.sleep(0)
 
     def _wake(self, scene: str) -> None:
         with self._lock:
@@ -256,3 +313,9 @@ class LoginHub:
             scenes = list(self._waiters)
         for scene in scenes:
             self._wake(scene)
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """A Redis stream entry id (``"<ms>-<seq>"``) as a comparable tuple."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

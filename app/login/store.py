@@ -143,8 +143,15 @@ class ConfirmOutcome(enum.Enum):
     RETRIED = "retried"
 
 
-#: A push to send when an attempt changes: ``(channel, message)`` (``LoginHub.announcement``).
-Announcement = tuple[str, str]
+#: A push to send when an attempt changes: ``(channel, message, stream)``
+#: (``LoginHub.announcement``): ``message`` published on ``channel``, the scene added to
+#: ``stream``.
+Announcement = tuple[str, str, str]
+
+#: Changes kept in the announcements' stream (about, as Redis trims it in whole nodes): far
+#: more than happen between two sweeps of the hub; a sweep that finds its place trimmed away
+#: reads every status instead.
+CHANGES_KEPT = 10_000
 
 #: The claim of the callback that carries a proof, taken in the same step as the transition:
 #: ``(key, seconds)`` (``RetryLedger.claim_of``).
@@ -155,10 +162,10 @@ Claim = tuple[str, int]
 #: KEYS: the attempt; the scanner's pending confirmation; the new code (confirm only, else the
 #: attempt again); the sign-in record; the scanner's sign-ins; the scanner's user record
 #: (counted only if ARGV[11] is "1", else the attempt again); the callback's claim (taken
-#: only if ARGV[12], its TTL, is not "", else the attempt again). ARGV: action (confirm, scan
-#: or cancel), scene, openid, now (epoch seconds), method ("" keeps the recorded one, else
-#: scan), code, code TTL, recent-login TTL, channel ("" publishes nothing), message, count,
-#: claim TTL.
+#: only if ARGV[12], its TTL, is not "", else the attempt again); the announcements' stream
+#: (else the attempt again). ARGV: action (confirm, scan or cancel), scene, openid, now (epoch
+#: seconds), method ("" keeps the recorded one, else scan), code, code TTL, recent-login TTL,
+#: channel ("" announces nothing), message, count, claim TTL, changes kept in the stream.
 #: Returns {outcome} or {outcome, the attempt's fields after it as a flat list}.
 _TRANSITION = """
 if ARGV[12] ~= '' and not redis.call('SET', KEYS[7], '', 'NX', 'EX', ARGV[12]) then
@@ -220,6 +227,7 @@ end
 -- A confirmed link is announced by its caller once the link is made (or refused and void):
 -- the page must not read "confirmed" before.
 if ARGV[9] ~= '' and not (outcome == 'confirmed' and linking) then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[13], '*', 'scene', scene)
   redis.call('PUBLISH', ARGV[9], ARGV[10])
 end
 return {outcome, redis.call('HGETALL', KEYS[1])}
@@ -432,10 +440,10 @@ class LoginStore:
         Args:
             method: the login method whose proof this is; None keeps the one recorded when it
                 was scanned (a "1"), else ``scan``.
-            announce: ``(channel, message)`` published in the same step when the attempt
-                changed (``LoginHub.announcement``), so that the push costs no round trip of
-                its own and never precedes the state it announces; except a confirmed link,
-                which the caller announces once the link is made or refused.
+            announce: ``(channel, message, stream)`` announced in the same step when the
+                attempt changed (``LoginHub.announcement``), so that the push costs no round
+                trip of its own and never precedes the state it announces; except a confirmed
+                link, which the caller announces once the link is made or refused.
             login_count_key: the scanner's user record, whose ``login_count`` is incremented
                 in the same step when a sign-in (not a link) is confirmed: counted exactly once,
                 however the user record is completed afterwards.
@@ -509,7 +517,7 @@ class LoginStore:
         """
         claim_key, claim_seconds = claim or (self._attempt_key(scene), "")
         code = secrets.token_urlsafe(32) if action == "confirm" else ""
-        channel, message = announce or ("", "")
+        channel, message, stream = announce or ("", "", "")
         outcome, *after = self._run_transition(
             keys=[
                 self._attempt_key(scene),
@@ -519,6 +527,7 @@ class LoginStore:
                 self._key(f"login:signins:{openid}"),
                 login_count_key or self._attempt_key(scene),
                 claim_key,
+                stream or self._attempt_key(scene),
             ],
             args=[
                 action,
@@ -533,6 +542,7 @@ class LoginStore:
                 message,
                 "1" if login_count_key else "",
                 claim_seconds,
+                CHANGES_KEPT,
             ],
         )
         outcome = ConfirmOutcome(outcome)

@@ -1,5 +1,6 @@
 """The cross-worker push on a real Redis: each LoginHub plays one worker process."""
 
+import json
 import threading
 import time
 
@@ -176,3 +177,19 @@ def test_a_sweep_that_lost_its_place_in_the_stream_reads_every_status(
         redis_client.xadd(stream, {"scene": "another"})
 
         assert woken(waiter, 10 * SWEEP_SECONDS)
+
+
+def test_a_push_hands_the_waiter_the_state_it_carries(make_hub, redis_client):
+    hub = make_hub()
+    with hub.waiting("scene-1") as waiter:
+        settle(hub, waiter)
+        channel, message, _ = hub.announcement("scene-1")
+        state = {"status": "confirmed", "code": "c0de", "confirmed_at": "1714036504.5"}
+        redis_client.publish(channel, json.dumps({**json.loads(message), **state}))
+        assert woken(waiter, 2)
+        assert waiter.pushed == state
+
+        # A wake without state (a sweep, a "0" that ended the login) must make it read.
+        hub.publish("scene-1")
+        assert woken(waiter, 2)
+        assert waiter.pushed is None

@@ -1,5 +1,6 @@
 """LoginStore and UserStore on the real Redis, with a fake clock for expiry."""
 
+import json
 import re
 import threading
 
@@ -142,16 +143,23 @@ def test_a_change_is_announced_in_the_same_step_after_the_write(store, attempt, 
     listener = redis_client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe("attempts")
     listener.get_message(timeout=1.0)
-    announce = ("attempts", f"changed {SCENE}", "changes")
+    announce = ("attempts", json.dumps({"scene": SCENE}), "changes")
 
     store.mark_scanned(SCENE, "oScanner", announce=announce)
     scanned = listener.get_message(timeout=1.0)
     store.mark_scanned(SCENE, "oSomeoneElse", announce=announce)  # taken: nothing changed
-    store.confirm(SCENE, "oScanner", announce=announce)
-    confirmed = listener.get_message(timeout=1.0)
+    _, confirmed = store.confirm(SCENE, "oScanner", announce=announce)
+    confirmation = listener.get_message(timeout=1.0)
     store.confirm(SCENE, "oScanner", announce=announce)  # already confirmed: nothing changed
 
-    assert [scanned["data"], confirmed["data"]] == [f"changed {SCENE}"] * 2
+    # Each push carries the state it announces, so that a waiting socket need not read it.
+    assert json.loads(scanned["data"]) == {"scene": SCENE, "status": "scanned"}
+    assert json.loads(confirmation["data"]) == {
+        "scene": SCENE,
+        "status": "confirmed",
+        "code": confirmed.code,
+        "confirmed_at": repr(confirmed.confirmed_at),
+    }
     assert listener.get_message(timeout=0.2) is None
     listener.close()
     # The same two changes in the stream the hubs' sweeps read, should a push be lost.

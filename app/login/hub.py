@@ -2,7 +2,9 @@
 
 Modelled on python-socketio's ``PubSubManager``: one Redis subscription per process, opened by a
 listener thread started on first use (so after gunicorn forks), and a local registry of which
-waiters wait for which scene. Messages are JSON ``{"type": "attempt", "scene": str}``.
+waiters wait for which scene. Messages are JSON ``{"type": "attempt", "scene": str}``, to which
+the store's transition adds the attempt's new ``status`` (and ``code`` and ``confirmed_at`` once
+confirmed), so that the waiter need not read it.
 
 Pub/sub delivers at most once, so it only ever wakes a waiter: the result itself is written to
 Redis before the publish, and a waiter registers, then reads, then waits. Every announcement
@@ -56,10 +58,15 @@ class Waiter:
             clears it, then re-reads the attempt.
         replaced: True once a newer waiter on its scene took its place: it should leave for
             good.
+        pushed: the attempt's state as the last wake's push carried it (``{"status": str,
+            "code": str, "confirmed_at": str}``, the last two once confirmed), which the waiter
+            may take instead of re-reading; None when that wake carried none (a sweep, a push
+            without state): then it re-reads. The waiter takes it (sets it to None).
     """
 
     wake: threading.Event = field(default_factory=threading.Event)
     replaced: bool = False
+    pushed: dict[str, str] | None = None
 
 
 class LoginHub:
@@ -244,7 +251,7 @@ class LoginHub:
         if scene is None:
             log.warning("login hub ignored a message of unknown type: %.100r", data)
             return
-        self._wake(scene)
+        self._wake(scene, _state_of(message))
 
     def _sweep(self) -> None:
         """Wake the waiters whose attempt changed since the last sweep: those the stream of
@@ -302,10 +309,13 @@ class LoginHub:
             # tens of ms every second.
             time.sleep(0)
 
-    def _wake(self, scene: str) -> None:
+    def _wake(self, scene: str, pushed: dict[str, str] | None = None) -> None:
         with self._lock:
             waiters = list(self._waiters.get(scene, ()))
         for waiter in waiters:
+            # A wake without state clears what an earlier push carried: whatever changed since
+            # (a login ended by "0", say) is then read, not taken from that push.
+            waiter.pushed = pushed
             waiter.wake.set()
 
     def _wake_all(self) -> None:
@@ -319,3 +329,13 @@ def _stream_id(entry_id: str) -> tuple[int, int]:
     """A Redis stream entry id (``"<ms>-<seq>"``) as a comparable tuple."""
     milliseconds, _, sequence = entry_id.partition("-")
     return int(milliseconds), int(sequence or 0)
+
+
+def _state_of(message: dict) -> dict[str, str] | None:
+    """The attempt's state a push carries (the store's Lua step adds it), if well-formed."""
+    state = {
+        name: message[name]
+        for name in ("status", "code", "confirmed_at")
+        if isinstance(message.get(name), str)
+    }
+    return state if "status" in state else None

@@ -165,7 +165,8 @@ Claim = tuple[str, int]
 #: only if ARGV[12], its TTL, is not "", else the attempt again); the announcements' stream
 #: (else the attempt again). ARGV: action (confirm, scan or cancel), scene, openid, now (epoch
 #: seconds), method ("" keeps the recorded one, else scan), code, code TTL, recent-login TTL,
-#: channel ("" announces nothing), message, count, claim TTL, changes kept in the stream.
+#: channel ("" announces nothing), message (JSON: the new status, and code and confirmed_at
+#: once confirmed, are added to it), count, claim TTL, changes kept in the stream.
 #: Returns {outcome} or {outcome, the attempt's fields after it as a flat list}.
 _TRANSITION = """
 if ARGV[12] ~= '' and not redis.call('SET', KEYS[7], '', 'NX', 'EX', ARGV[12]) then
@@ -224,13 +225,19 @@ else
     outcome = 'confirmed'
   end
 end
+local after = redis.call('HGETALL', KEYS[1])
 -- A confirmed link is announced by its caller once the link is made (or refused and void):
 -- the page must not read "confirmed" before.
 if ARGV[9] ~= '' and not (outcome == 'confirmed' and linking) then
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[13], '*', 'scene', scene)
-  redis.call('PUBLISH', ARGV[9], ARGV[10])
+  -- The push carries the new state, so that the waiting socket need not read it.
+  local t = {}
+  for i = 1, #after, 2 do t[after[i]] = after[i + 1] end
+  local message = cjson.decode(ARGV[10])
+  message.status, message.code, message.confirmed_at = t.status, t.code, t.confirmed_at
+  redis.call('PUBLISH', ARGV[9], cjson.encode(message))
 end
-return {outcome, redis.call('HGETALL', KEYS[1])}
+return {outcome, after}
 """
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -24,6 +25,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ..extensions import client_network, login_service, sock
+from ..login.hub import Waiter
 from ..login.store import Attempt, Status
 from ..metrics import EXPIRED, SCAN_TO_PUSH
 from .cookies import browser_hash
@@ -132,7 +134,8 @@ def _serve(ws: Server, scene: str) -> None:
                     return  # dead (closed) or gone
                 next_ping = time.monotonic() + ping_seconds
             if woken or time.time() >= attempt.expires_at:
-                attempt = _reread(scene, attempt)
+                # The push that woke it carries the state, most times: no read then.
+                attempt = _as_pushed(attempt, waiter) or _reread(scene, attempt)
     ws.send(json.dumps(frame))
     _count(frame, attempt)
     log.info("login socket answered scene=%s status=%s", scene, frame["status"])
@@ -187,6 +190,22 @@ def _terminal_frame(attempt: Attempt | None) -> dict[str, Any] | None:
     if attempt.status is Status.CANCELLED:
         return {"status": "cancelled"}
     return None
+
+
+def _as_pushed(attempt: Attempt, waiter: Waiter) -> Attempt | None:
+    """The attempt as the last push carried it (taking it), or None when that wake carried no
+    state, or none this socket can use: then it must be read."""
+    pushed, waiter.pushed = waiter.pushed, None
+    if pushed is None:
+        return None
+    try:
+        status = Status(pushed["status"])
+        confirmed_at = float(pushed["confirmed_at"]) if "confirmed_at" in pushed else None
+    except ValueError:
+        return None
+    if status is Status.CONFIRMED and not (pushed.get("code") and confirmed_at):
+        return None
+    return replace(attempt, status=status, code=pushed.get("code"), confirmed_at=confirmed_at)
 
 
 def _reread(scene: str, last: Attempt | None) -> Attempt | None:

@@ -166,7 +166,7 @@ def _socket_rows(results: Results) -> list[Row]:
             f"{cores(idle.others)}",
             target=f"≤ {cores(TARGET_IDLE_CORES)} with {TARGET_SOCKETS:,}",
             verdict=verdict(
-                idle.server <= TARGET_IDLE_CORES, "the hubs' status sweep and the sockets' checks"
+                idle.server <= TARGET_IDLE_CORES, "the sockets' pings, and the hubs' sweeps"
             )
             if at_target
             else not_measured,

@@ -303,7 +303,10 @@ def _memory_note(results: Results) -> str:
         " state; no selector and no queue of its own (52.5 KiB with them, before issue 13). A"
         " tracemalloc snapshot of one worker holding 2,000 sockets (taken outside the benchmark,"
         " with them) found the view's frames about 5 KiB, gunicorn's request about 4 KiB and the"
-        " greenlets about 2.5 KiB each."
+        " greenlets about 2.5 KiB each. Under 40 KiB would take one greenlet per socket instead"
+        " of two (the view reading the socket itself, our own websocket code in place of"
+        " simple-websocket's reader) or a socket that outlives its WSGI request (handed off to a"
+        " process that keeps only the socket and its scene)."
     )
 
 

@@ -45,6 +45,10 @@ DUPLICATE_GRACE_SECONDS = 3.0
 QR_CONCURRENCY = 16
 #: How long the machine's load from other work is sampled before the run, in seconds.
 BACKGROUND_SECONDS = 3.0
+#: A server is quiet under this many cores busy (its sockets' pings and sweeps cost less).
+SETTLED_CORES = 0.05
+#: How long to wait at most for the server to be quiet after closing the sockets, in seconds.
+SETTLE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,7 @@ async def _measure_deployment(
         duplicated = count_duplicates(pages, scanned)
         dropped = sum(page.dropped for page in pages)
         await close_pages(pages)
+        await _settle(meter)  # the workers tearing down the sockets is not a page load's cost
         qrcodes = await measure_qr_creations(
             server.port, server.origin, options.qrcodes, QR_CONCURRENCY, meter
         )
@@ -284,6 +289,17 @@ async def _machine_load(seconds: float) -> float:
     start = busy_seconds()
     await asyncio.sleep(seconds)
     return (busy_seconds() - start) / seconds
+
+
+async def _settle(meter: CpuMeter) -> None:
+    """Wait until the server is quiet (under ``SETTLED_CORES`` over half a second), at most
+    ``SETTLE_SECONDS``."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        start = meter.sample()
+        await asyncio.sleep(0.5)
+        if meter.since(start).server < SETTLED_CORES:
+            return
 
 
 async def _idle(meter: CpuMeter, seconds: float) -> CpuUsage:

@@ -65,7 +65,8 @@ def app(redis_url: str, app_overrides: dict):
     """The app in emulator mode on the real Redis."""
     application = create_app(TestingConfig, {"REDIS_URL": redis_url, **app_overrides})
     yield application
-    application.extensions["wechat_login"].hub.close()
+    application.extensions["wechat_login"].close()
+    application.extensions["oidc"].close()
 
 
 def page_client(app):
@@ -207,7 +208,8 @@ def provider(redis_url, oidc_overrides) -> Iterator[Provider]:
     yield Provider(app, base)
     server.shutdown()
     thread.join(5)
-    app.extensions["wechat_login"].hub.close()
+    app.extensions["wechat_login"].close()
+    app.extensions["oidc"].close()
 
 
 #: The WeChat user who scans in tests that do not name one.

@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -531,9 +531,11 @@ def found() -> Found:
 
 
 @pytest.fixture
-def lookups(make_client, wechat, found) -> UnionidLookups:
+def lookups(make_client, wechat, found) -> Iterator[UnionidLookups]:
     wechat.script(BATCHGET, answer_each)
-    return UnionidLookups(make_client(), found, window_seconds=0.2)
+    lookups = UnionidLookups(make_client(), found, window_seconds=0.2)
+    yield lookups
+    lookups.close()
 
 
 def batches(wechat: FakeWeChat) -> list[list[str]]:
@@ -590,3 +592,14 @@ def test_a_failed_call_is_logged_and_the_next_sign_in_is_looked_up(lookups, wech
 def test_users_info_refuses_more_than_wechat_answers(make_client):
     with pytest.raises(ValueError):
         make_client().users_info([f"o{n}" for n in range(MAX_USERS_INFO + 1)])
+
+
+def test_closing_looks_up_what_was_asked_then_nothing_more(lookups, wechat, found):
+    lookups.want("oUser00000000000000000000001")
+
+    lookups.close()
+
+    assert found.unionids == {"oUser00000000000000000000001": "uUser00000000000000000000001"}
+    lookups.want("oUser00000000000000000000002")
+    time.sleep(0.5)
+    assert batches(wechat) == [["oUser00000000000000000000001"]]

@@ -313,7 +313,7 @@ def test_scan_landing_between_the_handshake_and_registering_is_delivered(
     worker_b = server_process(production=True, **PUSH_ONLY)
     browser = new_browser(live_server)
     service = app.extensions["wechat_login"]
-    service.hub.close()
+    service.close()
     service.hub = LateHub(app.extensions["redis"], lambda scene: scan(worker_b, browser))
 
     assert browser.connect(live_server)["status"] == "waiting"

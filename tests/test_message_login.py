@@ -186,7 +186,7 @@ def message_app(redis_url, **overrides):
 def app(redis_url, app_overrides):
     application = message_app(redis_url, **app_overrides)
     yield application
-    application.extensions["wechat_login"].hub.close()
+    application.extensions["wechat_login"].close()
 
 
 def start(client) -> dict:
@@ -342,7 +342,7 @@ def test_with_scan_only_a_code_shaped_message_is_an_ordinary_message(redis_url):
         client = page_client(application)
         assert say(client, new_code()) == "success"
     finally:
-        application.extensions["wechat_login"].hub.close()
+        application.extensions["wechat_login"].close()
 
 
 # LOGIN_METHODS.
@@ -372,7 +372,7 @@ def test_an_account_qr_url_is_given_to_the_page_as_it_is(redis_url):
         answer = start(page_client(application))
         assert answer["account_qr"] == answer["image"] == "https://cdn.example.com/qr.jpg"
     finally:
-        application.extensions["wechat_login"].hub.close()
+        application.extensions["wechat_login"].close()
 
 
 AUTO = {"LOGIN_METHODS": "auto", "LOGIN_RATE_LIMIT": "off"}

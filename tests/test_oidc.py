@@ -616,7 +616,7 @@ def test_a_rotation_keeps_the_previous_key_in_the_jwks(tmp_path, redis_url):
         published = app.test_client().get("/oidc/jwks").get_json()["keys"]
         signed = app.extensions["oidc"].keys.sign({"sub": "x"})
     finally:
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()
 
     assert [key["kid"] for key in published] == [current.thumbprint(), previous.thumbprint()]
     assert all("d" not in key for key in published)
@@ -629,7 +629,7 @@ def test_development_workers_share_one_key(redis_url):
         kids = [app.test_client().get("/oidc/jwks").get_json()["keys"][0]["kid"] for app in apps]
     finally:
         for app in apps:
-            app.extensions["wechat_login"].hub.close()
+            app.extensions["wechat_login"].close()
 
     assert kids[0] == kids[1]
 
@@ -712,7 +712,7 @@ def test_an_ec_p256_key_signs_es256(tmp_path, redis_url):
         config = app.test_client().get("/.well-known/openid-configuration").get_json()
         signed = keys.sign({"sub": "x"})
     finally:
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()
 
     assert config["id_token_signing_alg_values_supported"] == ["ES256"]
     assert jwt.decode(signed, key, algorithms=["ES256"]).header["alg"] == "ES256"

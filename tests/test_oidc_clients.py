@@ -592,7 +592,7 @@ def test_commands_refuse_the_in_process_redis_stand_in(command):
     try:
         result = oidc(app, *command)
     finally:
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()
 
     assert result.exit_code == 1
     assert result.stdout == ""
@@ -604,7 +604,7 @@ def test_the_store_uses_the_apps_key_prefix(redis_url, redis_client):
     try:
         result = oidc(app, "add-client", "--name", "RP", "--redirect-uri", REDIRECT)
     finally:
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()
 
     client_id = json.loads(result.stdout)["client_id"]
     assert redis_client.exists(f"site-a:oidc:client:{client_id}")

@@ -226,7 +226,7 @@ def test_off_unless_listed(redis_url):
         assert app.test_client().get("/login/open").status_code == 404
         assert "网站应用扫码登录" not in app.test_client().get("/").get_data(as_text=True)
     finally:
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()
 
 
 @pytest.mark.parametrize(

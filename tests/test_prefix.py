@@ -56,7 +56,7 @@ def two_deployments(redis_url):
     production, staging = deployment(redis_url, **quiet), deployment(OTHER_DB_URL, **quiet)
     yield production, staging
     for app in (production, staging):
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()
 
 
 def woken(waiter: Waiter, seconds: float) -> bool:
@@ -93,7 +93,7 @@ def test_every_key_a_deployment_writes_carries_its_prefix(redis_url, redis_clien
         assert client.post("/api/logout").status_code == 200
         keys = list(redis_client.scan_iter("*"))
     finally:
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()
 
     assert any(key.startswith("siteA:user:") for key in keys)
     assert any(key.startswith("siteA:session:") for key in keys)

@@ -83,4 +83,4 @@ def test_the_whole_login_runs_on_the_master_that_sentinel_names(sentinel):
         assert browser.post("/api/login/redeem", json={"code": code}).status_code == 200
         assert browser.get("/api/me").get_json()["openid"] == "oSentinel000000000000000001"
     finally:
-        app.extensions["wechat_login"].hub.close()
+        app.extensions["wechat_login"].close()

@@ -139,7 +139,7 @@ def check_with(settings: dict):
     try:
         return run(own, "check")
     finally:
-        own.extensions["wechat_login"].hub.close()
+        own.extensions["wechat_login"].close()
 
 
 def test_an_unreachable_wechat_is_a_network_failure(redis_url):
@@ -203,7 +203,7 @@ def test_a_callback_on_another_token_is_refused_by_our_own_app(app, redis_url, s
 
     result = run(app, "check")
 
-    other.extensions["wechat_login"].hub.close()
+    other.extensions["wechat_login"].close()
     assert result.exit_code == 1
     assert "another Token" in line(result.output, "callback URL")
 
@@ -349,7 +349,7 @@ def test_simulated_scan_to_a_server_that_refuses_exits_non_zero(app, redis_url, 
 
     result = run(app, "simulate-scan", "1700000000000-000000000000000000000000", "--url", base)
 
-    other.extensions["wechat_login"].hub.close()
+    other.extensions["wechat_login"].close()
     assert result.exit_code == 1
     assert "HTTP 403" in result.output
     assert "WECHAT_TOKEN differs from the server's" in result.output

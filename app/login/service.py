@@ -149,6 +149,13 @@ class LoginService:
         """This process is shutting down: close every waiting page's socket now."""
         self.hub.go_away()
 
+    def close(self) -> None:
+        """Stop this process's background work: the hub's listener and sweep (within about a
+        second), and the unionid look-ups (once those asked for are done)."""
+        self.hub.close()
+        if self._unionids is not None:
+            self._unionids.close()
+
     def listening(self, timeout: float) -> bool:
         """Start this process's pub/sub listener if needed; True once it is subscribed (within
         ``timeout`` seconds)."""

@@ -45,25 +45,46 @@ class UnionidLookups:
         self._wanted: dict[str, None] = {}  # insertion-ordered set: first asked, first sent
         self._lock = threading.Lock()
         self._asked = threading.Event()
+        self._worker: threading.Thread | None = None
         self._worker_pid: int | None = None
+        self._closing = False
 
     def want(self, openid: str) -> None:
-        """Look up ``openid``'s unionid soon (within about ``window_seconds``)."""
+        """Look up ``openid``'s unionid soon (within about ``window_seconds``); nothing once
+        ``close`` was called."""
         with self._lock:
+            if self._closing:
+                return
             self._wanted[openid] = None
             # A forked child (a gunicorn worker) inherits the attribute but not the thread.
             if self._worker_pid != os.getpid():
                 self._worker_pid = os.getpid()
-                threading.Thread(target=self._run, name="unionid-lookups", daemon=True).start()
+                self._worker = threading.Thread(
+                    target=self._run, name="unionid-lookups", daemon=True
+                )
+                self._worker.start()
         self._asked.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Look up what is waiting now, then stop (waiting up to ``timeout`` seconds): no
+        look-up outlives the app that asked for it (tests start one app after another)."""
+        with self._lock:
+            self._closing = True
+            worker = self._worker if self._worker_pid == os.getpid() else None
+        self._asked.set()
+        if worker is not None:
+            worker.join(timeout)
 
     def _run(self) -> None:
         while True:
             self._asked.wait()
             self._asked.clear()
-            time.sleep(self._window)  # let the others of this moment join
+            if not self._closing:
+                time.sleep(self._window)  # let the others of this moment join
             while batch := self._take():
                 self._look_up(batch)
+            if self._closing:
+                return
 
     def _take(self) -> list[str]:
         with self._lock:

@@ -10,7 +10,6 @@ sent a logout token, off the request's path.
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 import redis
@@ -79,6 +78,7 @@ class Provider:
         self.server.register_endpoint(EndSessionEndpoint(keys, end_browser_session))
         self._sweeper_pid: int | None = None
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def issuer(self) -> str:
         """The issuer URL, exactly as in discovery and every token (``OIDC_ISSUER``, settled by
@@ -157,9 +157,13 @@ class Provider:
             self._end(sid)
         return len(expired)
 
+    def close(self) -> None:
+        """Stop this process's sweep (at its next wake): no sweep outlives its app (tests
+        start one app after another on one Redis)."""
+        self._stopping.set()
+
     def _sweep(self) -> None:
-        while True:
-            time.sleep(SWEEP_SECONDS)
+        while not self._stopping.wait(SWEEP_SECONDS):
             try:
                 self.sweep_expired()
             except redis.RedisError as exc:

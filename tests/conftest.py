@@ -64,9 +64,11 @@ def app_overrides() -> dict:
 def app(redis_url: str, app_overrides: dict):
     """The app in emulator mode on the real Redis."""
     application = create_app(TestingConfig, {"REDIS_URL": redis_url, **app_overrides})
+    # What the app runs in the background, as built (a test may stand another in).
+    background = [application.extensions["wechat_login"], application.extensions["oidc"]]
     yield application
-    application.extensions["wechat_login"].close()
-    application.extensions["oidc"].close()
+    for work in background:
+        work.close()
 
 
 def page_client(app):

@@ -129,9 +129,9 @@ def _method(results: Results) -> str:
   `WECHAT_APP_ID`) with `REDIS_URL` on loopback, `LOGIN_RATE_LIMIT=off`,
   `LOGIN_MAX_SOCKETS_PER_IP=0` (every page comes from loopback), `LOGIN_QR_EXPIRE_SECONDS=900`,
   and `OIDC_SIGNING_KEY` a fresh RSA 2048 key file, as production requires.
-  In emulator mode the WeChat API calls (`access_token`, the
-  `user/info` look-up after each login) are answered inside the server process, so their CPU
-  counts here; in production it is WeChat's.
+  In emulator mode the WeChat API calls (`access_token`, `qrcode/create`, the batched
+  `user/info/batchget` look-ups after logins) are answered inside the server process, so
+  their CPU counts here; in production it is WeChat's.
 - **Load generator**: this process, separate from the server and on the same
   {results.machine.cores} cores (its own CPU is shown beside each burst): asyncio, `websockets`
   for the pages, and a small keep-alive HTTP/1.1 client for everything else. All traffic is to
@@ -167,7 +167,8 @@ def _method(results: Results) -> str:
   waits) and text messages (signature, replay check, XML parse, `success`). The server's CPU
   time over the burst, less its idle CPU with the sockets held over as long, divided by the
   requests.
-- **QR creations**: {options.qrcodes:,} real `POST /api/login/qrcode`, each from a new browser
+- **QR creations**: once the server was quiet after the sockets closed,
+  {options.qrcodes:,} real `POST /api/login/qrcode`, each from a new browser
   (empty cookie jar, the site's `Origin`), {QR_CONCURRENCY} at a time; then each asked again
   once, on its own keep-alive connection (a reload: the browser's live attempt comes back); then
   one of them signed in through every public step (socket, scan, `POST /api/login/redeem`) for
@@ -401,11 +402,11 @@ def _callbacks_note(results: Results) -> str:
         " round trip, the XML), which puts the 0.5-ms goal below what this stack spends on any"
         " request; reaching it would mean taking the callback out of Flask. A scan that signs in"
         f" adds {burst_cpu_ms(results, scans) - burst_cpu_ms(results, texts):.2f} ms to a text"
-        " callback: the Lua step, the user record (a new user each here: about eight round"
-        " trips; a returning one about five) and its share of the batched `user/info/batchget`,"
-        " which in emulator mode is answered inside the server process. A scan was three times"
-        " that before (a `user/info` call per scan, a transaction of three round trips, a user"
-        " record of twelve)."
+        " callback: the Lua step, the user record (a new user each here: about six round trips;"
+        " a returning one two) and its share of the batched `user/info/batchget`, which in"
+        " emulator mode is answered inside the server process. A scan added more than three"
+        " times that before (a `user/info` call per scan, a transaction of three round trips, a"
+        " user record of twelve)."
     )
 
 

@@ -25,7 +25,7 @@ TIMEOUT = 3.0
 STABLE = "/cgi-bin/stable_token"
 CLASSIC = "/cgi-bin/token"
 QRCODE = "/cgi-bin/qrcode/create"
-USER_INFO = "/cgi-bin/user/info"
+USER_INFO = "/cgi-bin/user/info/batchget"
 SCENE = "1714036504000-5f1d3c9a8b7e6d5c4b3a2910"
 QR_ANSWER = {
     "ticket": "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJ+/==",
@@ -117,7 +117,7 @@ def wechat() -> FakeWeChat:
     fake.script(STABLE, token_answer())
     fake.script(CLASSIC, token_answer())
     fake.script(QRCODE, QR_ANSWER)
-    fake.script(USER_INFO, {"subscribe": 1, "openid": "oScanner"})
+    fake.script(USER_INFO, {"user_info_list": [{"subscribe": 1, "openid": "oScanner"}]})
     return fake
 
 
@@ -425,7 +425,7 @@ def test_cooled_down_qrcode_leaves_user_info_alone(client, wechat):
     with pytest.raises(WeChatAPIError):
         client.create_qrcode(SCENE, 300)
 
-    assert client.user_info("oScanner") == {"subscribe": 1, "openid": "oScanner"}
+    assert client.users_info(["oScanner"]) == [{"subscribe": 1, "openid": "oScanner"}]
 
     assert wechat.paths() == [STABLE, QRCODE, USER_INFO]
 
@@ -487,7 +487,6 @@ def test_an_answer_that_is_not_wechat_json_raises_transport_error(client, wechat
 
 # Unionid look-ups in batches: one user/info/batchget for the sign-ins of one moment.
 
-BATCHGET = "/cgi-bin/user/info/batchget"
 
 #: How long the tests give the look-ups to finish, in seconds.
 SETTLE_SECONDS = 5.0
@@ -532,7 +531,7 @@ def found() -> Found:
 
 @pytest.fixture
 def lookups(make_client, wechat, found) -> Iterator[UnionidLookups]:
-    wechat.script(BATCHGET, answer_each)
+    wechat.script(USER_INFO, answer_each)
     lookups = UnionidLookups(make_client(), found, window_seconds=0.2)
     yield lookups
     lookups.close()
@@ -542,7 +541,7 @@ def batches(wechat: FakeWeChat) -> list[list[str]]:
     return [
         [user["openid"] for user in call.json["user_list"]]
         for call in wechat.calls
-        if call.path == BATCHGET
+        if call.path == USER_INFO
     ]
 
 
@@ -576,7 +575,7 @@ def test_one_user_asked_twice_at_once_is_asked_for_once(lookups, wechat, found):
 
 
 def test_a_failed_call_is_logged_and_the_next_sign_in_is_looked_up(lookups, wechat, found, caplog):
-    wechat.script(BATCHGET, {"errcode": 48001, "errmsg": "api unauthorized"}, answer_each)
+    wechat.script(USER_INFO, {"errcode": 48001, "errmsg": "api unauthorized"}, answer_each)
 
     with caplog.at_level(logging.WARNING, logger="app.login.unionids"):
         lookups.want("oFirst000000000000000000000001")

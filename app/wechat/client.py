@@ -172,28 +172,6 @@ class WeChatClient:
             url=data["url"],
         )
 
-    def user_info(self, openid: str, lang: str = "zh_CN") -> dict[str, Any]:
-        """Fetch a follower's basic information.
-
-        Doc: https://developers.weixin.qq.com/doc/offiaccount/User_Management/Get_users_basic_information_UnionID.html
-
-        Args:
-            openid: the user.
-            lang: ``zh_CN``, ``zh_TW`` or ``en``.
-
-        Returns:
-            WeChat's JSON: ``{"subscribe": 0|1, "openid": str, "unionid": str (only when the
-            account is bound to an Open Platform account), "subscribe_time": int,
-            "subscribe_scene": str, "qr_scene_str": str, ...}``. Since 2021-12-27 ``nickname``
-            and ``headimgurl`` come back empty.
-
-        Raises:
-            WeChatAPIError, WeChatTransportError.
-        """
-        return self._call_with_token(
-            "GET", "/cgi-bin/user/info", params={"openid": openid, "lang": lang}
-        )
-
     def users_info(self, openids: list[str], lang: str = "zh_CN") -> list[dict[str, Any]]:
         """Fetch the basic information of up to ``MAX_USERS_INFO`` followers in one call.
 

@@ -234,18 +234,12 @@ class UserStore:
             pipe.hgetall(key)
             identity = pipe.execute()[-1]
         person_id = identity["id"]
-        found = self._resolve(person_id)
-        if unionid:  # may join people: the careful way
-            self._attach(person_id, openid, profile)
+        found = self._attach(person_id, openid, profile)
+        if unionid:  # may join people: read the person after the join
             self._claim_unionid(person_id, unionid)
             user = self.get(openid)
         else:
-            if found is None or openid not in _openids_of(found[1]) or profile:
-                key = self._id_key(person_id)  # a new person, or a new identity of theirs
-                self._redis.transaction(
-                    partial(self._list_openid, key, person_id, openid, profile), key
-                )
-                found = self._resolve(person_id)
+            found = found or self._resolve(person_id)
             # Built from what was just read and written, not read again.
             user = self._person_with(*found, known={openid: identity}) if found else None
         assert user is not None  # just written
@@ -282,25 +276,20 @@ class UserStore:
 
     def _attach(
         self, person_id: str, openid: str, profile: Mapping[str, str] | None = None
-    ) -> None:
-        """Make sure the person's record lists ``openid`` (and holds the newest profile)."""
-        key = self._id_key(person_id)
-        if not profile:
-            # A returning identity is listed already: one read instead of a transaction.
-            with self._redis.pipeline(transaction=False) as pipe:
-                pipe.type(key)
-                pipe.hget(key, "openids")
-                kind, openids = pipe.execute()
-            if kind == "hash" and openid in (openids or "").split():
-                return
-            if kind != "string":  # nothing to migrate
-                self._redis.transaction(
-                    partial(self._list_openid, key, person_id, openid, None), key
-                )
-                return
-        self._migrate(person_id)
+    ) -> tuple[str, dict[str, str]] | None:
+        """Make sure the person's record lists ``openid`` (and holds the newest profile),
+        migrating a record from before people.
 
+        Returns:
+            The person as ``_resolve`` read them, when their record needed no write (a
+            returning identity: one read instead of a transaction); None after a write.
+        """
+        found = self._resolve(person_id)
+        if found and found[0] == person_id and openid in _openids_of(found[1]) and not profile:
+            return found
+        key = self._id_key(person_id)
         self._redis.transaction(partial(self._list_openid, key, person_id, openid, profile), key)
+        return None
 
     @staticmethod
     def _list_openid(

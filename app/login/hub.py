@@ -287,10 +287,8 @@ class LoginHub:
         newest_id = newest[0][0] if newest else "0-0"
         if last_id is None:
             return newest_id, None
-        if not oldest and last_id != "0-0":
-            return newest_id, None  # the stream is gone: Redis lost it
-        if oldest and _stream_id(oldest[0][0]) > _stream_id(last_id) and last_id != "0-0":
-            return newest_id, None  # trimmed past the last change seen
+        if last_id != "0-0" and (not oldest or _stream_id(oldest[0][0]) > _stream_id(last_id)):
+            return newest_id, None  # the stream lost (Redis lost it), or trimmed past last_id
         entries = since[0]
         return (entries[-1][0] if entries else last_id), [
             fields.get("scene", "") for _, fields in entries

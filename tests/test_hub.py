@@ -13,11 +13,11 @@ from app.login.hub import FULL_SWEEP_EVERY, LoginHub, Waiter
 @pytest.fixture
 def make_hub(redis_url):
     """Hubs with their own Redis connections, as separate worker processes would have; on the
-    test database unless given another Redis's URL."""
+    test database unless given another Redis's URL; ``options`` as ``LoginHub`` takes them."""
     hubs = []
 
-    def make(url: str = redis_url) -> LoginHub:
-        hub = LoginHub(redis.Redis.from_url(url, decode_responses=True))
+    def make(url: str = redis_url, **options) -> LoginHub:
+        hub = LoginHub(redis.Redis.from_url(url, decode_responses=True), **options)
         hubs.append(hub)
         return hub
 
@@ -110,24 +110,18 @@ SWEEP_SECONDS = 0.05
 
 
 @pytest.fixture
-def make_sweeping_hub(redis_url):
+def make_sweeping_hub(make_hub):
     """Hubs that sweep every ``SWEEP_SECONDS``, reading statuses from ``statuses`` (scene ->
     status; "waiting" when unnamed), on a channel nobody publishes on."""
-    hubs = []
 
     def make(statuses: dict[str, str]) -> LoginHub:
-        hub = LoginHub(
-            redis.Redis.from_url(redis_url, decode_responses=True),
+        return make_hub(
             statuses=lambda scenes: [statuses.get(scene, "waiting") for scene in scenes],
             sweep_seconds=SWEEP_SECONDS,
             channel="silent",
         )
-        hubs.append(hub)
-        return hub
 
-    yield make
-    for hub in hubs:
-        hub.close()
+    return make
 
 
 def test_a_change_whose_push_was_lost_is_found_in_the_stream(make_sweeping_hub, redis_client):

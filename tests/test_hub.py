@@ -36,11 +36,12 @@ def woken(waiter: Waiter, timeout: float) -> bool:
 
 
 def settle(hub: LoginHub, *waiters: Waiter) -> None:
-    """Wait for the hub's subscription, and take the wake-up it gives every waiter (a publish
-    before it could not reach them, so they must re-read)."""
+    """Wait for the hub's subscription, and take the wake-up it gave the waiters registered
+    before it (a publish before it could not reach them, so they must re-read); a waiter
+    registered after it was not woken, and needs no wake-up: every publish reaches it."""
     assert hub.subscribed.wait(5)
     for waiter in waiters:
-        assert woken(waiter, 2)
+        waiter.wake.clear()  # the hub wakes every waiter before it reports itself subscribed
 
 
 def test_publish_on_one_worker_wakes_the_waiter_on_another(make_hub):
@@ -50,6 +51,38 @@ def test_publish_on_one_worker_wakes_the_waiter_on_another(make_hub):
         worker_b.publish("scene-1")
         assert woken(waiter, 2)
         assert not woken(other, 0.3)
+
+
+def test_the_first_subscription_wakes_the_waiter_that_started_it(make_hub, monkeypatch):
+    # The first waiter starts the listener, and must be registered before it: a listener
+    # that subscribes (and wakes every waiter) at once must still wake this one. Here the
+    # listener is made to subscribe before the waiter could register after it.
+    hub = make_hub()
+    start = hub._ensure_listener
+
+    def start_and_subscribe() -> None:
+        start()
+        assert hub.subscribed.wait(5)
+
+    monkeypatch.setattr(hub, "_ensure_listener", start_and_subscribe)
+    with hub.waiting("scene-1") as waiter:
+        assert waiter.wake.is_set()
+
+
+def test_a_subscribed_hub_has_woken_its_waiters(make_hub, monkeypatch):
+    # Whoever sees ``subscribed`` set has had the wake-up it brings, however slow the
+    # wake-up: a waiter that takes it then is not woken again by a late one.
+    hub = make_hub()
+    wake_all = hub._wake_all
+
+    def slow_wake_all() -> None:
+        time.sleep(0.2)
+        wake_all()
+
+    monkeypatch.setattr(hub, "_wake_all", slow_wake_all)
+    with hub.waiting("scene-1") as waiter:
+        assert hub.subscribed.wait(5)
+        assert waiter.wake.is_set()
 
 
 def test_waiter_is_forgotten_when_it_leaves(make_hub):

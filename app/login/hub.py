@@ -146,7 +146,6 @@ class LoginHub:
             newest are kept). The caller must read the state after entering the block, and
             again after every wake or timeout.
         """
-        self._ensure_listener()
         waiter = Waiter(wake) if wake is not None else Waiter()
         with self._lock:
             waiters = self._waiters.setdefault(scene, [])
@@ -159,6 +158,8 @@ class LoginHub:
             oldest.wake.set()
         WAITING_SOCKETS.inc()
         try:
+            # Registered first: a listener that starts now wakes this waiter once subscribed.
+            self._ensure_listener()
             yield waiter
         finally:
             WAITING_SOCKETS.dec()
@@ -220,12 +221,13 @@ class LoginHub:
                 pubsub.subscribe(self._channel)
                 # Confirmed by Redis: from here on every publish reaches us.
                 pubsub.get_message(timeout=1.0)
+                # Anything published before now (while we were away, or before the very first
+                # subscription) never reached us: let every waiter re-read. Done before
+                # ``subscribed`` is set, so that whoever sees it set has had that wake-up.
+                self._wake_all()
                 self.subscribed.set()
                 if failures:
                     log.info("login hub resubscribed to %s", self._channel)
-                # Anything published before now (while we were away, or before the very first
-                # subscription) never reached us: let every waiter re-read.
-                self._wake_all()
                 failures = 0
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)

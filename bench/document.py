@@ -25,6 +25,7 @@ from .report import (
     worker_model_table,
 )
 from .run import MAX_RUN_SECONDS, QR_CONCURRENCY, Results
+from .server import key_prefix
 from .workers import CALLBACKS, EXHAUSTION_SOCKETS, EXHAUSTION_THREADS, WorkerModelResult
 
 #: The log line of a Redis call refused by redis-py's connection pool.
@@ -463,7 +464,8 @@ def _server_log(results: Results) -> str:
         lines.append(
             "Some lines come from others using the same Redis server with the same"
             " `REDIS_KEY_PREFIX` (pub/sub channels span its databases): what they publish on"
-            " `bench:login:attempts` reaches this server's hub too."
+            f" `{key_prefix(results.options.redis_url)}login:attempts` reaches this server's"
+            " hub too."
         )
     logs = [("deployment", results.deployment.log_summary)] + [
         (model.case.label, model.log_summary) for model in results.worker_models

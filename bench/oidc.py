@@ -28,7 +28,7 @@ from app.oidc.tokens import AuthorizationCode, TokenStore
 
 from .bursts import BurstResult, burst
 from .httpclient import HttpConnection, Response
-from .server import KEY_PREFIX, SECRET_KEY
+from .server import SECRET_KEY
 from .stats import CpuMeter
 
 #: Where the registered client says its answers go (never visited: codes are seeded).
@@ -55,6 +55,7 @@ class OidcResult:
 async def measure_oidc(
     port: int,
     redis_client: redis.Redis,
+    prefix: str,
     cookie: str,
     count: int,
     concurrency: int,
@@ -65,6 +66,7 @@ async def measure_oidc(
     Args:
         port: the server's port.
         redis_client: the server's Redis database (``decode_responses=True``).
+        prefix: the server's ``REDIS_KEY_PREFIX`` (``server.key_prefix``).
         cookie: the ``Cookie`` header of a signed-in browser (``qrcodes.sign_in``).
         count: codes to exchange (and userinfo reads).
         concurrency: requests in flight.
@@ -74,11 +76,11 @@ async def measure_oidc(
         RuntimeError: the browser is not signed in, or no code could be exchanged.
     """
     user_id, session_id = await _signed_in(port, cookie)
-    client, client_secret = ClientStore(redis_client, prefix=KEY_PREFIX).add(
+    client, client_secret = ClientStore(redis_client, prefix=prefix).add(
         name="bench", redirect_uris=[REDIRECT_URI], trusted=True
     )
     basic = base64.b64encode(f"{client.client_id}:{client_secret}".encode()).decode()
-    codes = _seed_codes(redis_client, client.client_id, user_id, session_id, count)
+    codes = _seed_codes(redis_client, prefix, client.client_id, user_id, session_id, count)
     tokens: list[str] = []
     exchanges = await burst(
         port,
@@ -119,11 +121,16 @@ async def _signed_in(port: int, cookie: str) -> tuple[str, str]:
 
 
 def _seed_codes(
-    redis_client: redis.Redis, client_id: str, user_id: str, session_id: str, count: int
+    redis_client: redis.Redis,
+    prefix: str,
+    client_id: str,
+    user_id: str,
+    session_id: str,
+    count: int,
 ) -> list[str]:
     """Store ``count`` authorization codes for the session, as ``/oidc/authorize`` stores
     the code it sends back (60 s each: the burst must start at once)."""
-    tokens = TokenStore(redis_client, prefix=KEY_PREFIX)
+    tokens = TokenStore(redis_client, prefix=prefix)
     sid = session_sid(SECRET_KEY, session_id)
     codes = [secrets.token_urlsafe(32) for _ in range(count)]
     for code in codes:

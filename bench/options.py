@@ -48,6 +48,11 @@ class Options:
     output: Path = Path("docs/benchmarks.md")
     quick: bool = False
 
+    @property
+    def redis_url(self) -> str:
+        """The URL of the run's database, ``redis_db`` on 127.0.0.1:6379."""
+        return f"redis://127.0.0.1:6379/{self.redis_db}"
+
 
 #: What ``--quick`` changes (options given explicitly still win).
 QUICK = {

@@ -14,7 +14,7 @@ import redis.asyncio
 
 from .httpclient import HttpConnection
 from .pages import WaitingPage, sleep_until
-from .server import Server
+from .server import Server, key_prefix
 from .stats import CpuMeter, CpuUsage, Latency
 from .wechat import SIGNED_IN_REPLY, post, scan
 
@@ -22,9 +22,9 @@ from .wechat import SIGNED_IN_REPLY, post, scan
 LOST_AFTER_SECONDS = 5.0
 #: Keep-alive connections the scans are posted over (WeChat's side).
 CALLBACK_CONNECTIONS = 8
-#: The channel the floor's PUBLISH round trips use (the app's is
+#: The channel the floor's PUBLISH round trips use, after the run's key prefix (the app's is
 #: ``<REDIS_KEY_PREFIX>login:attempts``).
-FLOOR_CHANNEL = "bench:floor"
+FLOOR_CHANNEL = "floor"
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,14 @@ async def measure_floor(redis_url: str, port: int, samples: int) -> Floor:
 async def _publish_round_trips(redis_url: str, samples: int) -> list[float]:
     publisher = redis.asyncio.Redis.from_url(redis_url)
     subscriber = publisher.pubsub(ignore_subscribe_messages=True)  # a connection of its own
-    await subscriber.subscribe(FLOOR_CHANNEL)
+    channel = key_prefix(redis_url) + FLOOR_CHANNEL
+    await subscriber.subscribe(channel)
     seconds = []
     try:
         for sample in range(samples):
             payload = str(sample).encode()
             started = time.perf_counter()
-            await publisher.publish(FLOOR_CHANNEL, payload)
+            await publisher.publish(channel, payload)
             await _receive(subscriber, payload)
             seconds.append(time.perf_counter() - started)
     finally:

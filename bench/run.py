@@ -25,7 +25,7 @@ from .pages import OpenResult, WaitingPage, close_pages, open_pages, seed_browse
 from .polling import POLL_INTERVALS_SECONDS, PollingResult, measure_polling
 from .push import Floor, PushResult, measure_floor, measure_push
 from .qrcodes import QrResult, measure_qr_creations, sign_in
-from .server import KEY_PREFIX, Server, bench_settings, write_signing_key
+from .server import Server, bench_settings, key_prefix, write_signing_key
 from .stats import CpuMeter, CpuUsage, busy_seconds
 from .wechat import SIGNED_IN_REPLY, post, scan, text
 from .workers import WorkerModelResult, measure_worker_model, worker_cases
@@ -148,15 +148,15 @@ async def run_benchmark(options: Options, command: str) -> Results:
         RuntimeError: the server did not start, or a phase could not run.
     """
     open_file_limit = raise_open_file_limit()
-    redis_url = f"redis://127.0.0.1:6379/{options.redis_db}"
+    redis_url = options.redis_url
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushdb()
-    store = LoginStore(client, prefix=KEY_PREFIX)
+    store = LoginStore(client, prefix=key_prefix(redis_url))
     log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     started_at, started = datetime.now(UTC), time.monotonic()
     background_load = await _machine_load(BACKGROUND_SECONDS)
     async with asyncio.timeout(MAX_RUN_SECONDS):
-        deployment = await _measure_deployment(options, redis_url, client, log_dir)
+        deployment = await _measure_deployment(options, redis_url, client, store, log_dir)
         worker_models = [
             await measure_worker_model(
                 case, redis_url, store, log_dir / f"worker-model-{index}.log", options.connect_rate
@@ -178,10 +178,9 @@ async def run_benchmark(options: Options, command: str) -> Results:
 
 
 async def _measure_deployment(
-    options: Options, redis_url: str, client: redis.Redis, log_dir: Path
+    options: Options, redis_url: str, client: redis.Redis, store: LoginStore, log_dir: Path
 ) -> Deployment:
     """Start the deployment as in production and take it through every phase."""
-    store = LoginStore(client, prefix=KEY_PREFIX)
     signing_key = write_signing_key(log_dir / "oidc-signing-key.pem")
     settings = bench_settings(redis_url, QR_EXPIRE_SECONDS, signing_key)
     with Server(log_dir / "gunicorn.log", settings, workers=2) as server:
@@ -220,7 +219,13 @@ async def _measure_deployment(
             for interval in POLL_INTERVALS_SECONDS
         ]
         oidc = await measure_oidc(
-            server.port, client, cookie, options.oidc_codes, options.burst_concurrency, meter
+            server.port,
+            client,
+            key_prefix(redis_url),
+            cookie,
+            options.oidc_codes,
+            options.burst_concurrency,
+            meter,
         )
         return Deployment(
             holding=holding,

@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 import psutil
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 #: The server's SECRET_KEY: the benchmark signs its seeded browsers' binding values with it.
 SECRET_KEY = "bench"
-#: The server's REDIS_KEY_PREFIX: the benchmark seeds attempts under it.
-KEY_PREFIX = "bench:"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +41,16 @@ NOTEWORTHY_LINE = re.compile(
 _LINE_START = re.compile(r"^(\d{4}-\d\d-\d\d [\d:,]+ |\[[^]]*\] \[\d+\] )")
 #: What varies between lines reporting the same thing: scenes, ids, numbers.
 _VARYING = re.compile(r"[0-9a-f]{6,}|\d+")
+
+
+def key_prefix(redis_url: str) -> str:
+    """The server's ``REDIS_KEY_PREFIX`` on the database of ``redis_url``: ``bench:<db>:``.
+
+    The benchmark seeds attempts and OIDC codes under it. Named after the database because
+    pub/sub channels span a Redis server's databases: two runs on two databases (the suite's
+    smoke run and a developer's) then do not hear each other's pushes.
+    """
+    return f"bench:{redis.connection.parse_url(redis_url).get('db', 0)}:"
 
 
 def free_port() -> int:
@@ -85,7 +94,7 @@ def bench_settings(
         "APP_ENV": "development",
         "REDIS_URL": redis_url,
         "SECRET_KEY": SECRET_KEY,
-        "REDIS_KEY_PREFIX": KEY_PREFIX,
+        "REDIS_KEY_PREFIX": key_prefix(redis_url),
         "LOGIN_RATE_LIMIT": "off",
         # Every page of the load comes from loopback: one client, as the server sees it.
         "LOGIN_MAX_SOCKETS_PER_IP": "0",

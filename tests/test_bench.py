@@ -3,7 +3,7 @@
 Its figures say little (small numbers, a machine busy with the suite); what is checked is that
 every phase ran, the report was written with its figures, and no login was lost or duplicated.
 It owns a database of its own on the test server, ``TEST_BENCH_REDIS_DB`` (default 13: the tests
-use 15 and 14), which it empties; its keys and pub/sub channel are named ``bench:``, apart from
+use 15 and 14), which it empties; its keys and pub/sub channel are named ``bench:<db>:``, apart from
 the tests' deployments.
 """
 

@@ -9,6 +9,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from app.emulator.oauth import unionid_of
 from app.emulator.state import emulator_state
 from app.login.methods import WECHAT_BROWSER, LoginMethods, parse_methods
 from app.login.methods.wechat_browser import (
@@ -266,6 +267,31 @@ def test_the_authorization_signs_the_browser_in_with_no_scan(app, redis_client):
     assert redis_client.hget(signin, "method") == "wechat_browser"
     # No QR code was made for it.
     assert browser.get("/_emulator/api/qrcodes").get_json()["qrcodes"] == []
+
+
+@pytest.mark.parametrize("app_overrides", [{"LOGIN_METHODS": "scan,wechat_browser,open_qr"}])
+def test_the_unionid_of_the_authorization_makes_the_website_s_person_the_same(app):
+    # The visitor does not follow the account, so user/info would give no unionid: only the
+    # code exchange's does. Signed in on the website (its own openid, the same unionid) first,
+    # then inside WeChat: one person, at once.
+    website = page_client(app)
+    qrconnect = urlsplit(website.get("/login/open").location)
+    assert website.get(qrconnect.geturl()).status_code == 200  # the phone's page, its cookie
+    back = website.post(
+        qrconnect.path, data={**dict(parse_qsl(qrconnect.query)), "decision": "allow"}
+    )
+    website.get(back.location)
+    person = website.get("/api/me").get_json()
+    browser = in_wechat(app)
+    browser.set_cookie("emulator_openid", website.get_cookie("emulator_openid").value)
+
+    browser.get(answer(browser, go_to_authorization(browser)))
+
+    me = browser.get("/api/me").get_json()
+    assert me["openid"] == browser.get_cookie("emulator_openid").value
+    assert me["unionid"] == person["unionid"] == unionid_of(me["openid"])
+    assert me["id"] == person["id"]
+    assert {identity["method"] for identity in me["identities"]} == {"open_qr", "wechat_browser"}
 
 
 @pytest.mark.parametrize("app_overrides", [{"LOGIN_CONFIRM": "always"}])

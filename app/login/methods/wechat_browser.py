@@ -292,6 +292,9 @@ class WeChatBrowserLogin:
             method=METHOD,
             logged="web authorization inside WeChat",
             same_device=True,
+            # The only unionid a visitor who does not follow the account has: user/info
+            # gives none for them, and without it their website person stays apart.
+            unionid=visitor.unionid,
         )
         return code_of_completed(self._service, scene, visitor.openid)
 

@@ -416,6 +416,100 @@ def test_a_signed_in_browser_is_not_asked_again(provider):
     assert answer.headers["Location"].startswith(RP_CALLBACK)
 
 
+# Sign-ins that leave for WeChat's pages and come back: inside WeChat, and the website login.
+
+#: WeChat's own browser on an iPhone.
+WECHAT_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN"
+)
+
+
+def through_wechat(browser: Browser, wechat_page: requests.Response) -> requests.Response:
+    """Answer WeChat's page (web authorization, or the website's QR page confirmed on the
+    phone) that ``wechat_page`` sends the browser to: our callback's answer."""
+    assert wechat_page.status_code == 302, wechat_page.text
+    url = urlsplit(urljoin(browser.provider.base, wechat_page.headers["Location"]))
+    assert browser.get(url.geturl()).status_code == 200  # the page asking, the phone's cookie
+    back = browser.http.post(
+        urljoin(browser.provider.base, url.path),
+        data={
+            **{name: values[0] for name, values in parse_qs(url.query).items()},
+            "decision": "allow",
+        },
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert back.status_code == 302
+    return browser.get(back.headers["Location"])
+
+
+def test_inside_wechat_an_app_s_sign_in_is_web_authorization_back_to_the_app(provider):
+    client_id, secret = add_client(provider, trusted=True, name="Gitea")
+    rp = RelyingParty(provider, client_id, secret)
+    browser = Browser(provider)
+    browser.http.headers["User-Agent"] = WECHAT_UA
+
+    login = browser.get(browser.get(rp.authorization_url()).headers["Location"])
+    request_id = query_of(login.headers["Location"])["oidc_request"]
+    assert urlsplit(login.headers["Location"]).path == "/login/wechat"
+    back = through_wechat(browser, browser.get(login.headers["Location"]))
+
+    # Signed in, on to the authorization it was asked for, which now answers the app.
+    assert back.status_code == 302
+    assert query_of(back.headers["Location"])["login_request"] == request_id
+    token = rp.exchange(code_of(browser.get(back.headers["Location"])))
+    phone = browser.http.cookies["emulator_openid"]
+    user = provider.app.extensions["wechat_login"].users.get(phone)
+    assert token["claims"]["sub"] == user.id
+    assert token["claims"]["amr"] == ["wechat_oauth"]
+    # The attempt was for the app, as a QR code's would be.
+    redis_client = provider.app.extensions["redis"]
+    (signin,) = redis_client.keys("login:signin:*")
+    scene = signin.removeprefix("login:signin:")
+    assert redis_client.hget(f"login:attempt:{scene}", "client") == "Gitea"
+
+
+def test_inside_wechat_the_app_s_login_page_shows_its_qr_code_when_asked(provider):
+    client_id, secret = add_client(provider, trusted=True)
+    rp = RelyingParty(provider, client_id, secret)
+    browser = Browser(provider)
+    browser.http.headers["User-Agent"] = WECHAT_UA
+
+    login_page = browser.get(rp.authorization_url()).headers["Location"]
+    page = browser.get(login_page + "&qr=1")
+
+    assert page.status_code == 200
+    assert "data-continue=" in page.text
+
+
+def test_an_expired_app_request_is_a_clear_page_not_a_trip_to_wechat(provider):
+    browser = Browser(provider)
+    browser.http.headers["User-Agent"] = WECHAT_UA
+
+    answer = browser.get("/oidc/login?request=" + "x" * 22)
+
+    assert answer.status_code == 400
+    assert "登录请求已过期" in answer.text
+
+
+@pytest.mark.parametrize("oidc_overrides", [{"LOGIN_METHODS": "scan,open_qr"}])
+def test_an_app_s_sign_in_by_the_website_login_goes_back_to_the_app(provider):
+    client_id, secret = add_client(provider, trusted=True)
+    rp = RelyingParty(provider, client_id, secret)
+    browser = Browser(provider)
+
+    page = browser.get(browser.get(rp.authorization_url()).headers["Location"])
+    website_login = unescape(re.search(r'id="open-qr-login"[^>]*href="([^"]+)"', page.text)[1])
+    request_id = re.search(r'data-oidc-request="([^"]+)"', page.text)[1]
+    assert query_of(website_login)["oidc_request"] == request_id
+    back = through_wechat(browser, browser.get(website_login))
+
+    assert query_of(back.headers["Location"])["login_request"] == request_id
+    token = rp.exchange(code_of(browser.get(back.headers["Location"])))
+    assert token["claims"]["amr"] == ["wechat_open"]
+
+
 # Consent.
 
 

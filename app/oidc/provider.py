@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import redis
+from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import InvalidGrantError
 from flask import Flask
 
@@ -91,6 +92,15 @@ class Provider:
         held = self.tokens.held_request(request_id)
         client = self.clients.get(held["client_id"]) if held else None
         return client.client_name if client else ""
+
+    def continue_url(self, request_id: str) -> str | None:
+        """Where a browser signed in for the authorization request held under ``request_id``
+        goes on to: that authorization again (a path on this site), marked as the one the
+        sign-in was for; None when ``request_id`` is "", unknown or expired."""
+        held = self.tokens.held_request(request_id)
+        if not held:
+            return None
+        return add_params_to_uri(held["url"], {"login_request": request_id})
 
     def revoke_client(self, client_id: str) -> None:
         """Revoke every token of a client (it was removed)."""

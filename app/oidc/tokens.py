@@ -32,7 +32,12 @@ import redis
 from ..metrics import OIDC_REFRESH_REUSE
 
 #: The ``amr`` value of each login method.
-AMR = {"scan": "wechat_scan", "message": "wechat_message", "wechat_browser": "wechat_oauth"}
+AMR = {
+    "scan": "wechat_scan",
+    "message": "wechat_message",
+    "wechat_browser": "wechat_oauth",
+    "open_qr": "wechat_open",
+}
 
 #: Longest life of an authorization code, in seconds.
 CODE_SECONDS = 60

@@ -27,6 +27,8 @@ from flask import (
 from ..extensions import login_service
 from ..login.users import User
 from ..metrics import OIDC_AUTHORIZATIONS
+from ..views.context import app_authorization, sends_this_browser
+from ..views.pages import login_page
 from ..views.security import require_same_origin
 from .provider import Provider
 from .server import CLAIMS, PROFILE_CLAIMS, SCOPES, WECHAT_CLAIMS
@@ -178,19 +180,16 @@ def _error(error: OAuth2Error) -> Response | tuple[str, int]:
 @bp.get("/oidc/login")
 def login() -> Response | str:
     """Our QR page, headed with the client's name; once signed in, it goes on by itself to the
-    authorization that sent the person here."""
+    authorization that sent the person here. Inside WeChat's browser, in-WeChat login instead
+    (302, ``context.sends_this_browser``), which comes back to that authorization."""
     request_id = request.args.get("request", "")
-    held = provider().tokens.held_request(request_id)
-    client = provider().clients.get(held["client_id"]) if held else None
-    if client is None:
+    oidc_request, client_name = app_authorization(request_id)
+    continue_url = provider().continue_url(oidc_request)
+    if continue_url is None:
         abort(400, "登录请求已过期，请回到应用重新登录。")
-    return render_template(
-        "index.html",
-        emulator="emulator" in current_app.blueprints,
-        client_name=client.client_name,
-        oidc_request=request_id,
-        continue_url=add_params_to_uri(held["url"], {"login_request": request_id}),
-    )
+    if sends_this_browser():
+        return redirect(url_for("wechat_browser.start", oidc_request=oidc_request))
+    return login_page(client_name=client_name, oidc_request=oidc_request, continue_url=continue_url)
 
 
 @bp.post("/oidc/consent")

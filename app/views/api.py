@@ -9,7 +9,7 @@ from ..extensions import client_network, login_service
 from ..login.qrimage import qr_data_uri
 from ..login.store import RedeemError
 from ..login.users import IdentityError, User
-from .context import attempt_context
+from .context import app_authorization, attempt_context
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
 from .pages import account_qr_url
@@ -47,7 +47,9 @@ def create_login_qrcode() -> Response:
         signed-in session.
     """
     owner, new_secret = browser_binding()
-    context = attempt_context(client=_app_being_signed_in_to(), link_to=_person_to_link_to())
+    body = request.get_json(silent=True)
+    _, client = app_authorization(body.get("oidc_request") if isinstance(body, dict) else None)
+    context = attempt_context(client=client, link_to=_person_to_link_to())
     attempt, qrcode = login_service().start_attempt(owner, context)
     scheme = "wss" if request.is_secure else "ws"
     answer = {
@@ -78,17 +80,6 @@ def _person_to_link_to() -> str:
     if not user_id:
         raise APIError(401, "not_signed_in", "请先登录，再绑定公众号登录。")
     return user_id
-
-
-def _app_being_signed_in_to() -> str:
-    """The name of the app whose authorization waits for this sign-in (the body's
-    ``oidc_request``, from /oidc/login), for the scanner to read; "" for the site itself."""
-    body = request.get_json(silent=True)
-    request_id = body.get("oidc_request") if isinstance(body, dict) else None
-    provider = current_app.extensions.get("oidc")
-    if provider is None or not isinstance(request_id, str):
-        return ""
-    return provider.client_name_of_request(request_id)
 
 
 def limit_qrcode_creation(

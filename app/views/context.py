@@ -1,11 +1,13 @@
-"""What a request tells about the login it starts: the attempt's context (shown to the scanner)
-and the address WeChat sends a web authorization back to."""
+"""What a request tells about the login it starts: the attempt's context (shown to the scanner),
+the app's authorization it is for, the address WeChat sends a web authorization back to, and
+whether this browser signs in inside WeChat."""
 
 from flask import current_app, request, url_for
 
-from ..extensions import client_ip
+from ..extensions import client_ip, login_service
+from ..login.methods import WECHAT_BROWSER
 from ..login.store import AttemptContext
-from ..login.useragent import describe_browser
+from ..login.useragent import describe_browser, in_wechat
 
 
 def attempt_context(*, client: str = "", link_to: str = "") -> AttemptContext:
@@ -26,9 +28,37 @@ def attempt_context(*, client: str = "", link_to: str = "") -> AttemptContext:
     )
 
 
+def app_authorization(request_id: object) -> tuple[str, str]:
+    """The app's authorization a sign-in is for, from the ``oidc_request`` a page or link
+    names: ``(request_id, the app's name)`` when the OpenID provider holds that request, else
+    ``("", "")`` (a sign-in to the site itself, or one whose request expired)."""
+    provider = current_app.extensions.get("oidc")
+    if provider is None or not isinstance(request_id, str):
+        return "", ""
+    name = provider.client_name_of_request(request_id)
+    return (request_id, name) if name else ("", "")
+
+
 def callback_uri(endpoint: str) -> str:
     """Our callback ``endpoint`` as WeChat must see it: under ``PUBLIC_BASE_URL`` (whose host is
     the domain set for web authorization on WeChat's side) when set, else at the address this
     request came in on (development)."""
     base = current_app.config["PUBLIC_BASE_URL"]
     return base + url_for(endpoint) if base else url_for(endpoint, _external=True)
+
+
+def wechat_browser_on() -> bool:
+    """Tell whether this site offers in-WeChat login (``LOGIN_METHODS``)."""
+    return WECHAT_BROWSER in login_service().offered()
+
+
+def sends_this_browser() -> bool:
+    """Whether a page that would show a QR code sends this browser to in-WeChat login instead:
+    it is WeChat's own browser (nobody can scan their own screen), the site offers the method,
+    and the page was not asked for its QR code (``?qr=1``: in WeChat, a long press on it is
+    recognised)."""
+    return (
+        in_wechat(request.headers.get("User-Agent", ""))
+        and not request.args.get("qr")
+        and wechat_browser_on()
+    )

@@ -5,7 +5,7 @@ with a second identity linked to the signed-in person).
 origin) starts a link; WeChat sends the browser back to ``callback``.
 """
 
-from flask import Blueprint, current_app, jsonify, redirect, request, session, url_for
+from flask import Blueprint, current_app, jsonify, request, session
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
@@ -19,7 +19,7 @@ from .context import attempt_context, callback_uri
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 from .errors import APIError
 from .security import require_same_origin
-from .wechat_browser import REFUSAL_MESSAGES, refusal_page
+from .wechat_browser import REFUSAL_MESSAGES, refusal_page, send_to_wechat, signed_in_landing
 
 bp = Blueprint("open_qr", __name__, url_prefix="/login/open")
 
@@ -47,10 +47,11 @@ def only_when_on() -> None:
 def start() -> Response:
     """Open an attempt for this browser and send it to WeChat's QR page (302).
 
-    Limited like QR creation (``LOGIN_RATE_LIMIT``); the binding cookie is set if the browser
-    had none.
+    ``?oidc_request=`` (from an app's ``/oidc/login``): the sign-in is for that app's
+    authorization, which the browser goes on to once back. Limited like QR creation
+    (``LOGIN_RATE_LIMIT``); the binding cookie is set if the browser had none.
     """
-    return _send_to_wechat(link_user="")
+    return send_to_wechat(_flow(), "open_qr.callback")
 
 
 @bp.post("/link")
@@ -76,22 +77,13 @@ def link() -> Response:
     return response
 
 
-def _send_to_wechat(link_user: str) -> Response:
-    owner, new_secret = browser_binding()
-    start = _flow().start(owner, attempt_context(), callback_uri("open_qr.callback"), link_user)
-    response = redirect(start)
-    if new_secret is not None:
-        set_browser_cookie(response, new_secret)
-    return response
-
-
 @bp.get("/callback")
 def callback() -> Response | tuple[str, int]:
     """WeChat's way back, ``?code=CODE&state=STATE`` (no ``code`` when the visitor cancelled).
 
     Returns:
-        302 to ``/``, signed in (or linked); or 400 with a page saying why not, and the ways
-        back.
+        302, signed in, to ``signed_in_landing`` (or linked, to ``/``); or 400 with a page
+        saying why not, and the ways back.
     """
     try:
         finished = _flow().finish(
@@ -107,4 +99,4 @@ def callback() -> Response | tuple[str, int]:
         return refusal_page(refused.reason)
     except RedeemError:
         return refusal_page(REFUSAL_MESSAGES[Refusal.ATTEMPT_GONE])
-    return redirect(url_for("pages.index"))
+    return signed_in_landing(finished)

@@ -16,8 +16,9 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from ..extensions import login_service
-from ..login.methods import OPEN_QR, WECHAT_BROWSER
+from ..login.methods import OPEN_QR
 from ..login.useragent import in_wechat, on_mobile
+from .context import sends_this_browser
 
 bp = Blueprint("pages", __name__)
 
@@ -27,23 +28,24 @@ def index() -> str | Response:
     """The page that shows the QR code, waits, and shows who is signed in.
 
     Inside WeChat's browser, with in-WeChat login on, a visitor not signed in is sent to it
-    (302) instead: nobody can scan their own screen. ``?qr=1`` shows the QR code anyway (in
-    WeChat, a long press on it is recognised).
+    (302) instead (``context.sends_this_browser``).
     """
-    user_agent = request.headers.get("User-Agent", "")
-    if (
-        in_wechat(user_agent)
-        and not request.args.get("qr")
-        and WECHAT_BROWSER in login_service().offered()
-        and not _signed_in()
-    ):
+    if sends_this_browser() and not _signed_in():
         return redirect(url_for("wechat_browser.start"))
+    return login_page()
+
+
+def login_page(**context: str) -> str:
+    """The QR page (``index.html``) as every sign-in shows it, with ``context`` added (an app's
+    ``/oidc/login`` names the app and where to go on to)."""
+    user_agent = request.headers.get("User-Agent", "")
     return render_template(
         "index.html",
         emulator="emulator" in current_app.blueprints,
         # On a phone the QR code is shown to be saved or long-pressed, not scanned.
         on_phone=on_mobile(user_agent) or in_wechat(user_agent),
         open_qr=OPEN_QR in login_service().offered(),
+        **context,
     )
 
 

@@ -1,18 +1,23 @@
 """In-WeChat login in the browser: off to WeChat's web authorization, and back signed in.
 
-``/`` sends a visitor inside WeChat to ``start``; WeChat sends them back to ``callback``.
+``/`` (and an app's ``/oidc/login``) sends a visitor inside WeChat to ``start``; WeChat sends
+them back to ``callback``.
 """
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from ..extensions import login_service
-from ..login.methods import WECHAT_BROWSER
-from ..login.methods.wechat_browser import Refusal, WebAuthorizationRefused, WeChatBrowserLogin
+from ..login.methods.open_qr import OpenQRLogin
+from ..login.methods.wechat_browser import (
+    Finished,
+    Refusal,
+    WebAuthorizationRefused,
+    WeChatBrowserLogin,
+)
 from ..login.store import RedeemError
 from .api import sign_in
-from .context import attempt_context, callback_uri
+from .context import app_authorization, attempt_context, callback_uri, wechat_browser_on
 from .cookies import browser_binding, browser_hash, set_browser_cookie
 
 bp = Blueprint("wechat_browser", __name__, url_prefix="/login/wechat")
@@ -33,11 +38,6 @@ REFUSAL_MESSAGES = {
 }
 
 
-def wechat_browser_on() -> bool:
-    """Tell whether this site offers in-WeChat login (``LOGIN_METHODS``)."""
-    return WECHAT_BROWSER in login_service().offered()
-
-
 def _flow() -> WeChatBrowserLogin:
     return current_app.extensions["wechat_browser"]
 
@@ -53,11 +53,23 @@ def only_when_on() -> None:
 def start() -> Response:
     """Open an attempt for this browser and send it to WeChat's web authorization (302).
 
-    Limited like QR creation (``LOGIN_RATE_LIMIT``); the binding cookie is set if the browser
-    had none.
+    ``?oidc_request=`` (from an app's ``/oidc/login``): the sign-in is for that app's
+    authorization, which the browser goes on to once back. Limited like QR creation
+    (``LOGIN_RATE_LIMIT``); the binding cookie is set if the browser had none.
     """
+    return send_to_wechat(_flow(), "wechat_browser.callback")
+
+
+def send_to_wechat(flow: WeChatBrowserLogin | OpenQRLogin, callback: str) -> Response:
+    """Open an attempt for this browser with ``flow`` and send the browser to WeChat's page
+    (302), WeChat to send it back to the endpoint ``callback``; for the app's authorization
+    the request's ``?oidc_request=`` names, if the OpenID provider holds it. The binding
+    cookie is set if the browser had none."""
     owner, new_secret = browser_binding()
-    start = _flow().start(owner, attempt_context(), callback_uri("wechat_browser.callback"))
+    oidc_request, client = app_authorization(request.args.get("oidc_request"))
+    start = flow.start(
+        owner, attempt_context(client=client), callback_uri(callback), oidc_request=oidc_request
+    )
     response = redirect(start)
     if new_secret is not None:
         set_browser_cookie(response, new_secret)
@@ -69,18 +81,27 @@ def callback() -> Response | tuple[str, int]:
     """WeChat's way back, ``?code=CODE&state=STATE`` (no ``code`` when the visitor refused).
 
     Returns:
-        302 to ``/``, signed in; or 400 with a page saying why not, and the ways back.
+        302, signed in, to ``signed_in_landing``; or 400 with a page saying why not, and the
+        ways back.
     """
     try:
-        login_code = _flow().finish(
+        finished = _flow().finish(
             request.args.get("code", ""), request.args.get("state", ""), browser_hash() or ""
         )
-        sign_in(login_code)
+        sign_in(finished.code)
     except WebAuthorizationRefused as refused:
         return _refused(refused.reason)
     except RedeemError:  # the scanner's "0" in WeChat ended it in between
         return _refused(Refusal.ATTEMPT_GONE)
-    return redirect(url_for("pages.index"))
+    return signed_in_landing(finished)
+
+
+def signed_in_landing(finished: Finished) -> Response:
+    """Where a browser back from WeChat's pages goes once signed in (302): on to the app's
+    authorization it signed in for, while the OpenID provider still holds it; else ``/``."""
+    provider = current_app.extensions.get("oidc")
+    url = provider.continue_url(finished.oidc_request) if provider is not None else None
+    return redirect(url or url_for("pages.index"))
 
 
 def _refused(reason: Refusal) -> tuple[str, int]:

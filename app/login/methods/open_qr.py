@@ -39,10 +39,11 @@ from authlib.integrations.requests_client import OAuth2Session
 from ...wechat.errors import WeChatAPIError, WeChatTransportError, api_error
 from ..service import LoginService
 from ..store import AttemptContext
-from ..users import IdentityError, User
+from ..users import IdentityError
 from .wechat_browser import (
     STATE_SECONDS,
     AuthorizationStates,
+    Finished,
     Refusal,
     WebAuthorizationRefused,
     code_of_completed,
@@ -222,15 +223,6 @@ class WebsiteOAuth:
         )
 
 
-@dataclass(frozen=True)
-class Finished:
-    """How a website login ended: ``code`` (the one-time login code to redeem) for a sign-in,
-    or ``linked`` (the person, identity attached) for a link."""
-
-    code: str = ""
-    linked: User | None = None
-
-
 class LinkRefused(Exception):
     """The identity could not be linked; ``reason`` is for the person."""
 
@@ -268,6 +260,7 @@ class OpenQRLogin:
         context: AttemptContext,
         redirect_uri: str,
         link_user: str = "",
+        oidc_request: str = "",
     ) -> str:
         """Open an attempt for this browser (none for a link) and say where to send it.
 
@@ -276,6 +269,8 @@ class OpenQRLogin:
             context: site, browser and IP, kept with the attempt.
             redirect_uri: our absolute callback URL.
             link_user: the signed-in person's id to link the identity to; "" to sign in.
+            oidc_request: the app's authorization request the sign-in is for ("" for the
+                site), handed back by ``finish``.
 
         Returns:
             The ``qrconnect_url``.
@@ -286,7 +281,7 @@ class OpenQRLogin:
         scene = ""
         if not link_user:
             scene = self._service.open_attempt(browser_hash, context, STATE_SECONDS).scene
-        state = self._states.issue(browser_hash, scene, link_user)
+        state = self._states.issue(browser_hash, scene, link_user, oidc_request)
         return qrconnect_url(self._open_base, self._oauth.appid, redirect_uri, state)
 
     def finish(self, code: str, state: str, browser_hash: str) -> Finished:
@@ -342,4 +337,7 @@ class OpenQRLogin:
             unionid=visitor.unionid,
             profile=visitor.profile,
         )
-        return Finished(code=code_of_completed(self._service, grant.scene, visitor.openid))
+        return Finished(
+            code=code_of_completed(self._service, grant.scene, visitor.openid),
+            oidc_request=grant.oidc_request,
+        )

@@ -30,6 +30,7 @@ from ...wechat.client import WeChatClient
 from ...wechat.errors import WeChatAPIError
 from ..service import LoginService
 from ..store import AttemptContext, Status
+from ..users import User
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class AuthorizationStates:
 
     Shared by every method that sends the browser to WeChat and back (``wechat_browser``,
     ``open_qr``). Key (after ``REDIS_KEY_PREFIX``): ``login:oauth_state:<state>``, hash
-    ``{browser_hash, scene, link_user, expires_at}``, TTL ``ttl``.
+    ``{browser_hash, scene, link_user, oidc_request, expires_at}``, TTL ``ttl``.
 
     Args:
         redis_client: a client with ``decode_responses=True``.
@@ -107,13 +108,17 @@ class AuthorizationStates:
     def _key(self, state: str) -> str:
         return f"{self._prefix}login:oauth_state:{state}"
 
-    def issue(self, browser_hash: str, scene: str, link_user: str = "") -> str:
+    def issue(
+        self, browser_hash: str, scene: str, link_user: str = "", oidc_request: str = ""
+    ) -> str:
         """Make a state for ``scene``'s attempt, good for the browser of ``browser_hash`` only.
 
         Args:
             browser_hash: ``hash_secret()`` of the browser's binding secret.
             scene: the attempt the proof completes ("" when it completes none: a link).
             link_user: the signed-in person the identity is to be linked to; "" to sign in.
+            oidc_request: the app's authorization request (held by the OpenID provider) the
+                sign-in is for, which the browser goes on to once signed in; "" for the site.
 
         Raises:
             redis.RedisError: it could not be stored.
@@ -127,6 +132,7 @@ class AuthorizationStates:
                     "browser_hash": browser_hash,
                     "scene": scene,
                     "link_user": link_user,
+                    "oidc_request": oidc_request,
                     "expires_at": repr(self._clock() + self._ttl),
                 },
             )
@@ -151,7 +157,7 @@ class AuthorizationStates:
         """Spend ``state`` as ``take`` does, and say what it was issued for.
 
         Returns:
-            Its scene and link intent; None as ``take``.
+            What it was issued for; None as ``take``.
 
         Raises:
             redis.RedisError: Redis could not be read.
@@ -168,16 +174,31 @@ class AuthorizationStates:
             return None
         if not hmac.compare_digest(record["browser_hash"], browser_hash):
             return None
-        return StateGrant(record["scene"], record.get("link_user", ""))
+        return StateGrant(
+            record["scene"], record.get("link_user", ""), record.get("oidc_request", "")
+        )
 
 
 @dataclass(frozen=True)
 class StateGrant:
-    """What a spent ``state`` was issued for: the attempt's ``scene`` ("" for a link), and the
-    person to link the identity to (``link_user``, "" for a sign-in)."""
+    """What a spent ``state`` was issued for: the attempt's ``scene`` ("" for a link), the
+    person to link the identity to (``link_user``, "" for a sign-in), and the app's
+    authorization request the sign-in is for (``oidc_request``, "" for the site itself)."""
 
     scene: str
     link_user: str
+    oidc_request: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a login through WeChat's pages ended: ``code`` (the one-time login code to redeem)
+    for a sign-in, or ``linked`` (the person, identity attached) for a link; and the app's
+    authorization request the browser goes on to (``oidc_request``, "" for the site)."""
+
+    code: str = ""
+    linked: User | None = None
+    oidc_request: str = ""
 
 
 class Refusal(enum.StrEnum):
@@ -238,13 +259,21 @@ class WeChatBrowserLogin:
         self._states = states
         self._open_base = open_base
 
-    def start(self, browser_hash: str, context: AttemptContext, redirect_uri: str) -> str:
+    def start(
+        self,
+        browser_hash: str,
+        context: AttemptContext,
+        redirect_uri: str,
+        oidc_request: str = "",
+    ) -> str:
         """Open an attempt for this browser and say where to send it.
 
         Args:
             browser_hash: ``hash_secret()`` of the browser's binding secret.
             context: site, browser and IP, kept with the attempt.
             redirect_uri: our absolute callback URL (WeChat sends the browser back there).
+            oidc_request: the app's authorization request the sign-in is for ("" for the
+                site), handed back by ``finish``.
 
         Returns:
             The authorize URL (``authorize_url``).
@@ -253,10 +282,10 @@ class WeChatBrowserLogin:
             redis.RedisError: the attempt or its state could not be stored.
         """
         attempt = self._service.open_attempt(browser_hash, context, STATE_SECONDS)
-        state = self._states.issue(browser_hash, attempt.scene)
+        state = self._states.issue(browser_hash, attempt.scene, oidc_request=oidc_request)
         return authorize_url(self._open_base, self._wechat.app_id, redirect_uri, state)
 
-    def finish(self, code: str, state: str, browser_hash: str) -> str:
+    def finish(self, code: str, state: str, browser_hash: str) -> Finished:
         """Take WeChat's answer: the visitor's openid completes the attempt ``state`` names.
 
         Args:
@@ -265,7 +294,8 @@ class WeChatBrowserLogin:
             browser_hash: ``hash_secret()`` of this browser's binding secret ("" for none).
 
         Returns:
-            The attempt's one-time login code, for this browser to redeem.
+            ``code``: the attempt's one-time login code, for this browser to redeem; and the
+            ``oidc_request`` it was started for.
 
         Raises:
             WebAuthorizationRefused: see ``Refusal``.
@@ -273,8 +303,8 @@ class WeChatBrowserLogin:
                 AppSecret).
             redis.RedisError: state could not be read or written.
         """
-        scene = self._states.take(state, browser_hash)
-        if scene is None:
+        grant = self._states.take_grant(state, browser_hash)
+        if grant is None:
             raise WebAuthorizationRefused(Refusal.BAD_STATE)
         if not code:
             raise WebAuthorizationRefused(Refusal.DENIED)
@@ -287,7 +317,7 @@ class WeChatBrowserLogin:
         if visitor.is_snapshotuser:
             raise WebAuthorizationRefused(Refusal.SNAPSHOT)
         self._service.complete(
-            scene,
+            grant.scene,
             visitor.openid,
             method=METHOD,
             logged="web authorization inside WeChat",
@@ -296,7 +326,10 @@ class WeChatBrowserLogin:
             # gives none for them, and without it their website person stays apart.
             unionid=visitor.unionid,
         )
-        return code_of_completed(self._service, scene, visitor.openid)
+        return Finished(
+            code=code_of_completed(self._service, grant.scene, visitor.openid),
+            oidc_request=grant.oidc_request,
+        )
 
 
 def code_of_completed(service: LoginService, scene: str, openid: str) -> str:

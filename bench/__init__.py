@@ -1,8 +1,8 @@
 """The load benchmark: ``python -m bench`` (``--help`` for the options).
 
 Starts the deployment as in production (gunicorn with ``gunicorn.conf.py``: gevent workers)
-in emulator mode against the real Redis on loopback, drives it from this process, prints a
-table and writes ``docs/benchmarks.md``.
+against the real Redis on loopback, with WeChat played by the emulator in a server of its own,
+drives it from this process, prints a table and writes ``docs/benchmarks.md``.
 
 Modules, in the order a run uses them:
 

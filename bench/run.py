@@ -25,7 +25,7 @@ from .pages import OpenResult, WaitingPage, close_pages, open_pages, seed_browse
 from .polling import POLL_INTERVALS_SECONDS, PollingResult, measure_polling
 from .push import Floor, PushResult, measure_floor, measure_push
 from .qrcodes import QrResult, measure_qr_creations, sign_in
-from .server import Server, bench_settings, key_prefix, write_signing_key
+from .server import Server, bench_settings, key_prefix, wechat_settings, write_signing_key
 from .stats import CpuMeter, CpuUsage, busy_seconds
 from .wechat import SIGNED_IN_REPLY, post, scan, text
 from .workers import WorkerModelResult, measure_worker_model, worker_cases
@@ -182,9 +182,15 @@ async def _measure_deployment(
 ) -> Deployment:
     """Start the deployment as in production and take it through every phase."""
     signing_key = write_signing_key(log_dir / "oidc-signing-key.pem")
-    settings = bench_settings(redis_url, QR_EXPIRE_SECONDS, signing_key)
-    with Server(log_dir / "gunicorn.log", settings, workers=2) as server:
-        meter = CpuMeter(server.cpu_seconds, client)
+    with (
+        Server(log_dir / "wechat.log", wechat_settings(redis_url)) as wechat,
+        Server(
+            log_dir / "gunicorn.log",
+            bench_settings(redis_url, QR_EXPIRE_SECONDS, signing_key, wechat.origin),
+            workers=2,
+        ) as server,
+    ):
+        meter = CpuMeter(server.cpu_seconds, client, wechat.cpu_seconds)
         await _warm_up(server, store)
         pages, holding = await _hold_sockets(server, store, options)
         idle = await _idle(meter, options.idle_seconds)

@@ -15,11 +15,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app.emulator import EMULATOR_API_BASE, EMULATOR_OPEN_BASE, EMULATOR_SETTINGS, EMULATOR_TOKEN
 
 #: The server's SECRET_KEY: the benchmark signs its seeded browsers' binding values with it.
 SECRET_KEY = "bench"
@@ -79,16 +82,51 @@ def write_signing_key(path: Path) -> Path:
     return path
 
 
+def wechat_settings(redis_url: str) -> dict[str, str]:
+    """Settings of the server that plays WeChat for the benchmark's deployment: the app in
+    emulator mode, its keys under a prefix of their own (``bench:<db>:wechat:``), so that the
+    WeChat API's work runs and is measured apart from ours, as in production."""
+    return {
+        "APP_ENV": "development",
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": key_prefix(redis_url) + "wechat:",
+        "SECRET_KEY": SECRET_KEY,
+        "LOGIN_RATE_LIMIT": "off",
+        "WECHAT_APP_ID": "",
+        "WECHAT_TOKEN": "",
+        "WECHAT_ENCODING_AES_KEY": "",
+    }
+
+
 def bench_settings(
-    redis_url: str, qr_expire_seconds: int = 900, signing_key: Path | None = None
+    redis_url: str,
+    qr_expire_seconds: int = 900,
+    signing_key: Path | None = None,
+    wechat: str = "",
 ) -> dict[str, str]:
-    """The benchmark's server settings: emulator mode, plaintext callbacks, no rate limits.
+    """The benchmark's server settings: plaintext callbacks, no rate limits; the emulated
+    account, answered by the emulator inside the server or by another server's.
 
     Args:
         redis_url: the Redis database the app uses.
         qr_expire_seconds: ``LOGIN_QR_EXPIRE_SECONDS``: longer than the run.
         signing_key: ``OIDC_SIGNING_KEY`` (``write_signing_key``); none: development's.
+        wechat: the origin (``http://127.0.0.1:<port>``) of a server run with
+            ``wechat_settings``, to call as WeChat with the emulated account's credentials,
+            over HTTP as production calls WeChat; "": emulator mode, the API answered inside
+            the server process.
     """
+    if wechat:
+        account = {
+            "WECHAT_APP_ID": EMULATOR_SETTINGS["WECHAT_APP_ID"],
+            "WECHAT_APP_SECRET": EMULATOR_SETTINGS["WECHAT_APP_SECRET"],
+            "WECHAT_API_BASE": wechat + urlsplit(EMULATOR_API_BASE).path,
+            "WECHAT_OPEN_BASE": wechat + EMULATOR_OPEN_BASE,
+            "WECHAT_TOKEN": EMULATOR_TOKEN,
+        }
+    else:
+        # Emulator mode, whatever this shell has set.
+        account = {"WECHAT_APP_ID": "", "WECHAT_TOKEN": ""}
     return {
         "OIDC_SIGNING_KEY": str(signing_key or ""),
         "APP_ENV": "development",
@@ -99,10 +137,9 @@ def bench_settings(
         # Every page of the load comes from loopback: one client, as the server sees it.
         "LOGIN_MAX_SOCKETS_PER_IP": "0",
         "LOGIN_QR_EXPIRE_SECONDS": str(qr_expire_seconds),
-        # Emulator mode and plaintext callbacks, whatever this shell has set.
-        "WECHAT_APP_ID": "",
-        "WECHAT_TOKEN": "",
+        # Plaintext callbacks, whatever this shell has set.
         "WECHAT_ENCODING_AES_KEY": "",
+        **account,
     }
 
 

@@ -8,6 +8,7 @@ the tests' deployments.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -48,3 +49,6 @@ def test_quick_run_writes_the_report_with_no_login_lost_or_duplicated(tmp_path):
     assert "| Lost logins | 0 of 50 scans (0 callbacks failed;" in text
     assert "| Duplicated logins | 0 (of " in text
     assert "; 0 failed" in text.split("| OpenID provider: code exchanges", 1)[1].split("\n", 1)[0]
+    # WeChat's side ran in a server of its own, which the QR creations called.
+    wechat_ms = re.search(r"the\s+emulator\s+answering\s+it\s+used\s+([\d.]+)\s+ms", text)
+    assert wechat_ms and float(wechat_ms[1]) > 0

@@ -82,8 +82,9 @@ def create_app(
 
     redis_client, raw_redis = init_redis(app)
     prefix = app.config["REDIS_KEY_PREFIX"] = key_prefix(app)
-    session = requests.Session()
+    session = None  # WeChatClient's own, which keeps connections to WeChat alive
     if emulated:
+        session = requests.Session()
         session.mount(app.config["WECHAT_API_BASE"], emulator.EmulatorTransport(app))
     wechat = WeChatClient(
         app.config["WECHAT_APP_ID"],

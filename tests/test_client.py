@@ -6,7 +6,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -253,6 +255,59 @@ def test_the_environment_is_read_when_the_client_is_built(make_client, wechat, e
     client.create_qrcode(SCENE, 300)
 
     assert [call.proxies.get("https") for call in wechat.calls] == [PROXY, PROXY]
+
+
+def test_a_burst_of_calls_keeps_its_connections_for_the_next(redis_client, monkeypatch):
+    # Against a real loopback server, with the session the client makes itself (production's):
+    # a gevent worker makes many calls at once, and each connection not kept for the next
+    # burst is one more TLS handshake with WeChat.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    burst = 30
+    together = threading.Barrier(burst, timeout=10)  # the burst's calls are all in flight
+    connections = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(self.client_address)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path.startswith(QRCODE):
+                together.wait()
+            answer = QR_ANSWER if self.path.startswith(QRCODE) else token_answer()
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = WeChatClient(
+            APP_ID,
+            APP_SECRET,
+            redis_client=redis_client,
+            api_base=f"http://127.0.0.1:{server.server_port}",
+            timeout=TIMEOUT,
+        )
+        client.access_token()
+        with ThreadPoolExecutor(burst) as calls:
+            for _ in range(2):
+                list(calls.map(lambda _: client.create_qrcode(SCENE, 300), range(burst)))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert len(connections) == burst  # the first burst's, kept for the second
 
 
 def test_create_qrcode(client, wechat):

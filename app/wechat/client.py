@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 import requests
+from requests.adapters import HTTPAdapter
 
 from ..metrics import WECHAT_API_ERRORS
 from .errors import InvalidCredentialError, WeChatTransportError, api_error
@@ -31,6 +32,11 @@ BUSY_RETRY_SECONDS = 0.5
 #: After a quota errcode, how long no worker calls that API again, in seconds:
 #: 45009 (daily quota reached) and 45011 (per-minute limit).
 COOLDOWN_SECONDS = {45009: 300, 45011: 60}
+
+#: Keep-alive connections a process keeps to WeChat: about as many calls as a gevent worker
+#: makes at once (a burst of page loads, each asking for a QR code). requests keeps 10, and
+#: opens and then throws away a connection, a TLS handshake each, for every call beyond.
+KEEP_ALIVE_CONNECTIONS = 100
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,9 @@ class WeChatClient:
         redis_client: where the token and its lock live (``decode_responses=True``).
         api_base: e.g. ``https://api.weixin.qq.com``, no trailing slash.
         session: the ``requests.Session`` to send with (tests and the emulator mount adapters);
-            it takes the environment's proxy and CA bundle settings now, once, and reads the
-            environment no more (``_read_environment_once``).
+            None: one that keeps ``KEEP_ALIVE_CONNECTIONS`` connections alive. It takes the
+            environment's proxy and CA bundle settings now, once, and reads the environment
+            no more (``_read_environment_once``).
         timeout: seconds allowed to connect and to read, per call.
         token_endpoint: ``stable`` (``cgi-bin/stable_token``) or ``classic`` (``cgi-bin/token``).
         sleep: pauses for n seconds before retrying a busy answer (tests pass their own).
@@ -106,7 +113,7 @@ class WeChatClient:
         self._app_secret = app_secret
         self._redis = redis_client
         self.api_base = api_base.rstrip("/")
-        self._session = session or requests.Session()
+        self._session = session or _keep_alive_session()
         _read_environment_once(self._session, self.api_base)
         self._timeout = timeout
         self._token_endpoint = token_endpoint
@@ -345,6 +352,14 @@ class WeChatClient:
         if not isinstance(data, dict):
             raise WeChatTransportError(f"{method} {path}: answer is not a JSON object")
         return data
+
+
+def _keep_alive_session() -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=KEEP_ALIVE_CONNECTIONS)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def _read_environment_once(session: requests.Session, url: str) -> None:

@@ -425,7 +425,9 @@ WECHAT_UA = (
 )
 
 
-def through_wechat(browser: Browser, wechat_page: requests.Response) -> requests.Response:
+def through_wechat(
+    browser: Browser, wechat_page: requests.Response, decision: str = "allow"
+) -> requests.Response:
     """Answer WeChat's page (web authorization, or the website's QR page confirmed on the
     phone) that ``wechat_page`` sends the browser to: our callback's answer."""
     assert wechat_page.status_code == 302, wechat_page.text
@@ -435,7 +437,7 @@ def through_wechat(browser: Browser, wechat_page: requests.Response) -> requests
         urljoin(browser.provider.base, url.path),
         data={
             **{name: values[0] for name, values in parse_qs(url.query).items()},
-            "decision": "allow",
+            "decision": decision,
         },
         allow_redirects=False,
         timeout=5,
@@ -468,6 +470,28 @@ def test_inside_wechat_an_app_s_sign_in_is_web_authorization_back_to_the_app(pro
     (signin,) = redis_client.keys("login:signin:*")
     scene = signin.removeprefix("login:signin:")
     assert redis_client.hget(f"login:attempt:{scene}", "client") == "Gitea"
+
+
+@pytest.mark.parametrize("oidc_overrides", [{"LOGIN_METHODS": "scan,wechat_browser,open_qr"}])
+@pytest.mark.parametrize(
+    ("user_agent", "start"),
+    [(WECHAT_UA, "/login/wechat"), (None, "/login/open")],
+    ids=["inside-wechat", "website-login"],
+)
+def test_a_refused_sign_in_for_an_app_leads_back_to_the_app_s_sign_in(provider, user_agent, start):
+    client_id, secret = add_client(provider, trusted=True)
+    rp = RelyingParty(provider, client_id, secret)
+    browser = Browser(provider)
+    if user_agent:
+        browser.http.headers["User-Agent"] = user_agent
+    login = browser.get(rp.authorization_url()).headers["Location"]
+    request_id = query_of(login)["request"]
+
+    refused = through_wechat(browser, browser.get(f"{start}?oidc_request={request_id}"), "deny")
+
+    assert refused.status_code == 400
+    ways_back = re.findall(r'class="button[^"]*" href="([^"]+)"', refused.text)
+    assert [unescape(href) for href in ways_back] == [login, login + "&qr=1"]
 
 
 def test_inside_wechat_the_app_s_login_page_shows_its_qr_code_when_asked(provider):

@@ -89,14 +89,15 @@ def callback() -> Response | tuple[str, int]:
         finished = _flow().finish(
             request.args.get("code", ""), request.args.get("state", ""), browser_hash() or ""
         )
-        if finished.code:
-            sign_in(finished.code)
     except WebAuthorizationRefused as refused:
-        if refused.reason is Refusal.DENIED:
-            return refusal_page(CANCELLED)
-        return refusal_page(REFUSAL_MESSAGES[refused.reason])
+        cancelled = refused.reason is Refusal.DENIED
+        message = CANCELLED if cancelled else REFUSAL_MESSAGES[refused.reason]
+        return refusal_page(message, refused.oidc_request)
     except LinkRefused as refused:
         return refusal_page(refused.reason)
+    try:
+        if finished.code:
+            sign_in(finished.code)
     except RedeemError:
-        return refusal_page(REFUSAL_MESSAGES[Refusal.ATTEMPT_GONE])
+        return refusal_page(REFUSAL_MESSAGES[Refusal.ATTEMPT_GONE], finished.oidc_request)
     return signed_in_landing(finished)

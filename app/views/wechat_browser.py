@@ -88,11 +88,12 @@ def callback() -> Response | tuple[str, int]:
         finished = _flow().finish(
             request.args.get("code", ""), request.args.get("state", ""), browser_hash() or ""
         )
-        sign_in(finished.code)
     except WebAuthorizationRefused as refused:
-        return _refused(refused.reason)
+        return refusal_page(REFUSAL_MESSAGES[refused.reason], refused.oidc_request)
+    try:
+        sign_in(finished.code)
     except RedeemError:  # the scanner's "0" in WeChat ended it in between
-        return _refused(Refusal.ATTEMPT_GONE)
+        return refusal_page(REFUSAL_MESSAGES[Refusal.ATTEMPT_GONE], finished.oidc_request)
     return signed_in_landing(finished)
 
 
@@ -104,11 +105,19 @@ def signed_in_landing(finished: Finished) -> Response:
     return redirect(url or url_for("pages.index"))
 
 
-def _refused(reason: Refusal) -> tuple[str, int]:
-    return refusal_page(REFUSAL_MESSAGES[reason])
-
-
-def refusal_page(message: str) -> tuple[str, int]:
+def refusal_page(message: str, oidc_request: str = "") -> tuple[str, int]:
     """The page a browser back from WeChat lands on when nobody was signed in: ``message``, and
-    the ways back (400); every method that goes through WeChat's pages ends here."""
-    return render_template("wechat_browser_error.html", message=message), 400
+    the ways back (400); every method that goes through WeChat's pages ends here.
+
+    The ways back (start again; the QR code instead) lead to the sign-in of the app whose
+    authorization ``oidc_request`` names, while the OpenID provider holds it; else to ``/``.
+    """
+    provider = current_app.extensions.get("oidc")
+    held = provider is not None and provider.continue_url(oidc_request) is not None
+    endpoint, args = ("oidc.login", {"request": oidc_request}) if held else ("pages.index", {})
+    return render_template(
+        "wechat_browser_error.html",
+        message=message,
+        again=url_for(endpoint, **args),
+        with_qrcode=url_for(endpoint, **args, qr=1),
+    ), 400

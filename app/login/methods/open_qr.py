@@ -45,8 +45,10 @@ from .wechat_browser import (
     AuthorizationStates,
     Finished,
     Refusal,
+    StateGrant,
     WebAuthorizationRefused,
     code_of_completed,
+    refusals_for,
 )
 
 log = logging.getLogger(__name__)
@@ -301,6 +303,10 @@ class OpenQRLogin:
         grant = self._states.take_grant(state, browser_hash)
         if grant is None:
             raise WebAuthorizationRefused(Refusal.BAD_STATE)
+        with refusals_for(grant):
+            return self._finish(grant, code)
+
+    def _finish(self, grant: StateGrant, code: str) -> Finished:
         if not code:
             raise WebAuthorizationRefused(Refusal.DENIED)
         try:

@@ -20,7 +20,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -229,11 +230,25 @@ class WebAuthorizationRefused(Exception):
 
     Attributes:
         reason: a ``Refusal``.
+        oidc_request: the app's authorization request the sign-in was for (``StateGrant``),
+            whose sign-in the ways back lead to; "" for the site, or when the state is unknown.
     """
 
     def __init__(self, reason: Refusal) -> None:
         super().__init__(reason.value)
         self.reason = reason
+        self.oidc_request = ""
+
+
+@contextmanager
+def refusals_for(grant: StateGrant) -> Iterator[None]:
+    """Within the block, a ``WebAuthorizationRefused`` names the app's authorization request
+    ``grant`` was issued for, so that the page saying why leads back to that app's sign-in."""
+    try:
+        yield
+    except WebAuthorizationRefused as refused:
+        refused.oidc_request = grant.oidc_request
+        raise
 
 
 class WeChatBrowserLogin:
@@ -306,6 +321,10 @@ class WeChatBrowserLogin:
         grant = self._states.take_grant(state, browser_hash)
         if grant is None:
             raise WebAuthorizationRefused(Refusal.BAD_STATE)
+        with refusals_for(grant):
+            return self._finish(grant, code)
+
+    def _finish(self, grant: StateGrant, code: str) -> Finished:
         if not code:
             raise WebAuthorizationRefused(Refusal.DENIED)
         try:

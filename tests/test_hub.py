@@ -1,6 +1,7 @@
 """The cross-worker push on a real Redis: each LoginHub plays one worker process."""
 
 import json
+import secrets
 import threading
 import time
 
@@ -13,10 +14,16 @@ from app.login.hub import FULL_SWEEP_EVERY, LoginHub, Waiter
 @pytest.fixture
 def make_hub(redis_url):
     """Hubs with their own Redis connections, as separate worker processes would have; on the
-    test database unless given another Redis's URL; ``options`` as ``LoginHub`` takes them."""
+    test database unless given another Redis's URL; ``options`` as ``LoginHub`` takes them.
+
+    The hubs of one test share a channel of their own: pub/sub channels span a Redis server's
+    databases, and another test run on the same server publishes on ``login:attempts`` too.
+    """
     hubs = []
+    channel = f"test-hub-{secrets.token_hex(4)}:login:attempts"
 
     def make(url: str = redis_url, **options) -> LoginHub:
+        options.setdefault("channel", channel)
         hub = LoginHub(redis.Redis.from_url(url, decode_responses=True), **options)
         hubs.append(hub)
         return hub
@@ -97,7 +104,7 @@ def test_malformed_messages_are_ignored_and_the_listener_carries_on(make_hub, re
     with hub.waiting("scene-1") as waiter:
         settle(hub, waiter)
         for garbage in ("not json", "[1, 2]", '{"type": "other", "scene": "scene-1"}', "{}"):
-            redis_client.publish("login:attempts", garbage)
+            redis_client.publish(hub.announcement("scene-1")[0], garbage)
         assert not woken(waiter, 0.3)
         hub.publish("scene-1")
         assert woken(waiter, 2)

@@ -84,18 +84,10 @@ def write_signing_key(path: Path) -> Path:
 
 def wechat_settings(redis_url: str) -> dict[str, str]:
     """Settings of the server that plays WeChat for the benchmark's deployment: the app in
-    emulator mode, its keys under a prefix of their own (``bench:<db>:wechat:``), so that the
-    WeChat API's work runs and is measured apart from ours, as in production."""
-    return {
-        "APP_ENV": "development",
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": key_prefix(redis_url) + "wechat:",
-        "SECRET_KEY": SECRET_KEY,
-        "LOGIN_RATE_LIMIT": "off",
-        "WECHAT_APP_ID": "",
-        "WECHAT_TOKEN": "",
-        "WECHAT_ENCODING_AES_KEY": "",
-    }
+    emulator mode (``bench_settings`` with no ``wechat``), its keys under a prefix of their
+    own (``bench:<db>:wechat:``), so that the WeChat API's work runs and is measured apart from
+    ours, as in production."""
+    return {**bench_settings(redis_url), "REDIS_KEY_PREFIX": key_prefix(redis_url) + "wechat:"}
 
 
 def bench_settings(

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from ..wechat.client import MAX_USERS_INFO
 from .phone import qr_url
 from .state import TOKEN_SECONDS, emulator_state
 
@@ -150,7 +151,7 @@ def users_info() -> Response:
     if errcode:
         return _error(errcode)
     users = (request.get_json(silent=True) or {}).get("user_list")
-    if not isinstance(users, list) or not 0 < len(users) <= 100:
+    if not isinstance(users, list) or not 0 < len(users) <= MAX_USERS_INFO:
         return _error(40003)
     openids = [user.get("openid", "") if isinstance(user, dict) else "" for user in users]
     if not all(openids):

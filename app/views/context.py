@@ -32,10 +32,9 @@ def app_authorization(request_id: object) -> tuple[str, str]:
     """The app's authorization a sign-in is for, from the ``oidc_request`` a page or link
     names: ``(request_id, the app's name)`` when the OpenID provider holds that request, else
     ``("", "")`` (a sign-in to the site itself, or one whose request expired)."""
-    provider = current_app.extensions.get("oidc")
-    if provider is None or not isinstance(request_id, str):
+    if not isinstance(request_id, str):
         return "", ""
-    name = provider.client_name_of_request(request_id)
+    name = current_app.extensions["oidc"].client_name_of_request(request_id)
     return (request_id, name) if name else ("", "")
 
 

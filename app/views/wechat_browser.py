@@ -100,8 +100,7 @@ def callback() -> Response | tuple[str, int]:
 def signed_in_landing(finished: Finished) -> Response:
     """Where a browser back from WeChat's pages goes once signed in (302): on to the app's
     authorization it signed in for, while the OpenID provider still holds it; else ``/``."""
-    provider = current_app.extensions.get("oidc")
-    url = provider.continue_url(finished.oidc_request) if provider is not None else None
+    url = current_app.extensions["oidc"].continue_url(finished.oidc_request)
     return redirect(url or url_for("pages.index"))
 
 
@@ -112,8 +111,7 @@ def refusal_page(message: str, oidc_request: str = "") -> tuple[str, int]:
     The ways back (start again; the QR code instead) lead to the sign-in of the app whose
     authorization ``oidc_request`` names, while the OpenID provider holds it; else to ``/``.
     """
-    provider = current_app.extensions.get("oidc")
-    held = provider is not None and provider.continue_url(oidc_request) is not None
+    held = current_app.extensions["oidc"].continue_url(oidc_request) is not None
     endpoint, args = ("oidc.login", {"request": oidc_request}) if held else ("pages.index", {})
     return render_template(
         "wechat_browser_error.html",
